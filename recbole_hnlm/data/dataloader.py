@@ -1,0 +1,26 @@
+"""RecBole's train dataloader with the negative sampler chosen by ``neg_sampler``."""
+
+from __future__ import annotations
+
+from recbole.data.dataloader import TrainDataLoader
+
+from recbole_hnlm.samplers import get_sampler_class
+
+
+class NegativeSamplingTrainDataLoader(TrainDataLoader):
+    """Fills RecBole's ``NEG_ITEM_ID`` with the plugin's sampler, so every pairwise model trains unchanged.
+
+    RecBole's Trainer hands the model over through ``get_model`` when ``train_neg_sample_args['dynamic']``
+    is set, which the plugin's Config does for samplers that score candidates with the model.
+    """
+
+    def __init__(self, config, dataset, sampler, shuffle: bool = False) -> None:
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+        self.negative_sampler = get_sampler_class(config["neg_sampler"])(config, dataset)
+        self.model = None
+
+    def _neg_sampling(self, inter_feat):
+        users = inter_feat[self.uid_field]
+        items = inter_feat[self.iid_field]
+        negatives = self.negative_sampler.sample(users, items, self.neg_sample_num, model=self.model)
+        return self.sampling_func(inter_feat, negatives.reshape(-1))

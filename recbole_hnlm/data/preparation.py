@@ -1,0 +1,57 @@
+"""Loading a dataset and building its dataloaders through RecBole's own factories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from recbole.data import create_dataset
+from recbole.data.utils import create_samplers, get_dataloader
+
+from recbole_hnlm.data.atomic_files import check_dataset_files
+from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
+from recbole_hnlm.errors import DataFormatError
+
+
+def load_dataset(config):
+    """Check the dataset's atomic files, then let RecBole load and filter them."""
+    check_dataset_files(config)
+    dataset = create_dataset(config)
+    if dataset.inter_num == 0:
+        raise DataFormatError(
+            f"Dataset '{config['dataset']}' in {config['data_path']} has no interactions left after RecBole's "
+            "filtering (val_interval, user/item_inter_num_interval). Fix: relax those settings."
+        )
+    return dataset
+
+
+def _check_held_out_ids(config, built_datasets) -> None:
+    """In a pre-split dataset every user and item of validation and test must occur in training."""
+    train = built_datasets[0]
+    for part, held_out in zip(config["benchmark_filename"][1:], built_datasets[1:]):
+        file = Path(config["data_path"]) / f"{config['dataset']}.{part}.inter"
+        for field in (train.uid_field, train.iid_field):
+            unseen = np.setdiff1d(held_out.inter_feat[field].numpy(), train.inter_feat[field].numpy())
+            if len(unseen):
+                tokens = train.id2token(field, unseen[:5])
+                raise DataFormatError(
+                    f"{file}: {len(unseen)} {field} value(s) never occur in the training file, e.g. "
+                    f"{', '.join(map(str, tokens))}. A model cannot score ids it never trained on. Fix: drop "
+                    "those rows or move them to the training file (the importers do this check too)."
+                )
+
+
+def prepare_data(config, dataset):
+    """Split ``dataset`` as configured and build the train, validation and test dataloaders.
+
+    The same steps as RecBole's ``data_preparation``, with the plugin's sampler in the train dataloader.
+    """
+    built_datasets = dataset.build()
+    if config["benchmark_filename"]:
+        _check_held_out_ids(config, built_datasets)
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built_datasets)
+    train_dataset, valid_dataset, test_dataset = built_datasets
+    train_data = NegativeSamplingTrainDataLoader(config, train_dataset, train_sampler, shuffle=config["shuffle"])
+    valid_data = get_dataloader(config, "valid")(config, valid_dataset, valid_sampler, shuffle=False)
+    test_data = get_dataloader(config, "test")(config, test_dataset, test_sampler, shuffle=False)
+    return train_data, valid_data, test_data

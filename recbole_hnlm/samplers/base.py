@@ -1,0 +1,156 @@
+"""What every negative sampler shares: the training positives to avoid, a seeded generator and model scoring."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_hnlm.errors import ConfigurationError, DataFormatError
+
+
+class TrainingPositives:
+    """Each user's training items, kept as sorted ``user * n_items + item`` keys for vectorised look-ups."""
+
+    def __init__(self, user_ids: np.ndarray, item_ids: np.ndarray, n_users: int, n_items: int) -> None:
+        self.n_users = n_users
+        self.n_items = n_items
+        self.keys = np.unique(user_ids.astype(np.int64) * n_items + item_ids.astype(np.int64))
+        counts = np.bincount(user_ids, minlength=n_users)
+        # Item 0 is RecBole's padding id, so a user can take at most n_items - 1 negatives' worth of items.
+        full = np.flatnonzero(counts >= n_items - 1)
+        if len(full):
+            raise DataFormatError(
+                f"User ids {full[:5].tolist()} interacted with every item in training, so no negative can be "
+                "sampled for them. Fix: filter them out with user_inter_num_interval."
+            )
+
+    @classmethod
+    def from_dataset(cls, dataset) -> TrainingPositives:
+        """Collect the positives of a RecBole training dataset."""
+        users = dataset.inter_feat[dataset.uid_field].numpy()
+        items = dataset.inter_feat[dataset.iid_field].numpy()
+        return cls(users, items, dataset.user_num, dataset.item_num)
+
+    def contains(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: is (user, item) a training positive? Shapes broadcast."""
+        query = np.asarray(user_ids, dtype=np.int64) * self.n_items + np.asarray(item_ids, dtype=np.int64)
+        position = np.searchsorted(self.keys, query)
+        position[position == len(self.keys)] = 0
+        return self.keys[position] == query
+
+
+class NegativeSampler(ABC):
+    """Picks ``num`` negative item ids for each (user, positive item) of a training batch.
+
+    Subclasses set ``name`` (the value of ``--neg_sampler``) and implement ``sample``. Samplers that score
+    candidates with the model being trained set ``requires_model``; the train dataloader hands it over.
+    """
+
+    name: ClassVar[str]
+    requires_model: ClassVar[bool] = False
+
+    def __init__(self, config, dataset) -> None:
+        self.validate_config(config)
+        self.positives = TrainingPositives.from_dataset(dataset)
+        self.n_items = dataset.item_num
+        self.uid_field = dataset.uid_field
+        self.iid_field = dataset.iid_field
+        self.rng = np.random.default_rng(config["seed"])
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """Raise ConfigurationError for contradictory settings; the base class has none."""
+
+    @abstractmethod
+    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
+        """Return a LongTensor of shape (num, batch): row k holds the k-th negative of every positive."""
+
+    def draw_uniform(self, user_ids: np.ndarray, count: int) -> np.ndarray:
+        """Draw ``count`` items per user uniformly from items the user has no training interaction with."""
+        items = self.rng.integers(1, self.n_items, size=(count, len(user_ids)))
+        return self._redraw_positives(user_ids, items, lambda size: self.rng.integers(1, self.n_items, size))
+
+    def _redraw_positives(self, user_ids: np.ndarray, items: np.ndarray, draw) -> np.ndarray:
+        """Replace every training positive in ``items`` (count, batch) by a fresh draw until none is left."""
+        users = np.broadcast_to(user_ids, items.shape)
+        bad = np.flatnonzero(self.positives.contains(users, items))
+        while len(bad):
+            flat = items.reshape(-1)
+            flat[bad] = draw(len(bad))
+            still = self.positives.contains(users.reshape(-1)[bad], flat[bad])
+            bad = bad[still]
+        return items
+
+
+def _set_training_flag(model: torch.nn.Module, mode: bool) -> None:
+    # nn.Module.train, not model.train: some RecBole models override train() with side effects
+    # (SGL rebuilds its augmented graphs on every call), which scoring must not trigger.
+    torch.nn.Module.train(model, mode)
+
+
+def score_items(model, uid_field: str, iid_field: str, user_ids: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Score ``items`` (count, batch) for ``user_ids`` (batch,) with ``model.predict``, in eval mode, no grad.
+
+    One ``predict`` call for the whole block: graph models propagate the whole graph per call, so chunking
+    would repeat that work.
+    """
+    was_training = model.training
+    _set_training_flag(model, False)
+    try:
+        with torch.no_grad():
+            count, batch = items.shape
+            interaction = Interaction(
+                {
+                    uid_field: user_ids.repeat(count).to(model.device),
+                    iid_field: items.reshape(-1).to(model.device),
+                }
+            )
+            scores = model.predict(interaction).reshape(count, batch)
+    finally:
+        _set_training_flag(model, was_training)
+    return scores.float().cpu()
+
+
+class ModelScoredSampler(NegativeSampler):
+    """A sampler that draws ``candidate_num`` uniform candidates per negative and picks among them by score."""
+
+    requires_model = True
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.candidate_num = int(config["candidate_num"])
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """``candidate_num`` must be a positive integer."""
+        candidate_num = config["candidate_num"]
+        if not isinstance(candidate_num, int) or candidate_num < 1:
+            raise ConfigurationError(
+                f"candidate_num={candidate_num!r} is invalid for neg_sampler={cls.name}: it must be an integer "
+                ">= 1. Fix: e.g. --candidate_num=16."
+            )
+
+    def score_candidates(
+        self, model, user_ids: torch.Tensor, num: int, also_score: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Draw and score candidates, both returned with shape (num, candidate_num, batch).
+
+        ``also_score`` (batch,) items are scored in the same ``predict`` call, and their scores returned third.
+        """
+        if model is None:
+            raise ConfigurationError(
+                f"neg_sampler={self.name} scores candidates with the model, but the train dataloader has none. "
+                "Fix: train through recbole_hnlm (run_recbole_hnlm.py or quick_start.run), whose Trainer hands "
+                "the model over, or call train_data.get_model(model) before iterating."
+            )
+        users = user_ids.numpy()
+        candidates = torch.from_numpy(self.draw_uniform(users, num * self.candidate_num))
+        block = candidates if also_score is None else torch.cat([candidates, also_score.unsqueeze(0)])
+        scores = score_items(model, self.uid_field, self.iid_field, user_ids, block)
+        shape = (num, self.candidate_num, len(users))
+        extra = None if also_score is None else scores[-1]
+        return candidates.reshape(shape), scores[: len(candidates)].reshape(shape), extra

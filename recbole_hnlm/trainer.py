@@ -1,0 +1,54 @@
+"""RecBole's Trainer for the model, with per-epoch timing and validation history recorded."""
+
+from __future__ import annotations
+
+from functools import cache
+from time import perf_counter
+
+from recbole.utils import get_trainer
+
+
+class EpochRecordMixin:
+    """Records seconds spent in each training epoch and the validation score after each evaluation."""
+
+    def __init__(self, config, model) -> None:
+        super().__init__(config, model)
+        self.epoch_train_seconds: list[float] = []
+        self.valid_scores: list[tuple[int, float]] = []
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = perf_counter()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.epoch_train_seconds.append(perf_counter() - start)
+        return loss
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's fit, also recording (epoch, validation score) pairs."""
+
+        def record(epoch_idx: int, valid_score: float) -> None:
+            self.valid_scores.append((epoch_idx, float(valid_score)))
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=record)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch whose validation score RecBole kept (the first best, as its early stopping does)."""
+        if not self.valid_scores:
+            return None
+        best = max(score for _, score in self.valid_scores) if self.valid_metric_bigger else min(
+            score for _, score in self.valid_scores
+        )
+        return next(epoch for epoch, score in self.valid_scores if score == best)
+
+
+@cache
+def _recording_trainer_class(base: type) -> type:
+    return type(f"Recording{base.__name__}", (EpochRecordMixin, base), {})
+
+
+def create_trainer(config, model):
+    """RecBole's trainer for this model (e.g. NCLTrainer for NCL), with epoch records added."""
+    base = get_trainer(config["MODEL_TYPE"], config["model"])
+    return _recording_trainer_class(base)(config, model)

@@ -1,0 +1,36 @@
+"""Train any pairwise RecBole model with any registered negative sampler.
+
+Example: python run_recbole_hnlm.py --model=LightGCN --dataset=ml-100k --neg_sampler=dns --epochs=5
+Any other --key=value overrides that config parameter, as with RecBole's run_recbole.py.
+"""
+
+import argparse
+import sys
+
+from recbole_hnlm.errors import HNLMError
+from recbole_hnlm.quick_start import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run, print the test results; 2 on bad input."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", default="LightGCN", help="model name, e.g. BPR, LightGCN, NGCF")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset folder under data_path")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML config files")
+    args, overrides = parser.parse_known_args(argv)
+    config_files = args.config_files.split() if args.config_files else None
+    try:
+        result = run(args.model, args.dataset, config_file_list=config_files, cmd_args=overrides)
+    except HNLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result['model']} + {result['neg_sampler']} on {result['dataset']}: best epoch {result['best_epoch']}")
+    for metric, value in result["test_result"].items():
+        print(f"  test {metric:<10} {value:.4f}")
+    if "results_file" in result:
+        print(f"results: {result['results_file']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
