@@ -104,7 +104,8 @@ def run(
     logger.info(f"best valid ({config['valid_metric']}) at epoch {trainer.best_epoch}: {best_valid_result}")
     logger.info(f"test result: {test_result}")
     if config["results_dir"]:
-        name = f"{config['model']}-{config['neg_sampler']}-{config['dataset']}-seed{config['seed']}-{strftime('%Y%m%d-%H%M%S')}"
+        stamp = strftime("%Y%m%d-%H%M%S")
+        name = f"{config['model']}-{config['neg_sampler']}-{config['dataset']}-seed{config['seed']}-{stamp}"
         result_file = Path(config["results_dir"]) / f"{name}.json"
         write_json_atomic(result_file, result)
         result["results_file"] = str(result_file)

@@ -37,8 +37,10 @@ class EpochRecordMixin:
         """The epoch whose validation score RecBole kept (the first best, as its early stopping does)."""
         if not self.valid_scores:
             return None
-        best = max(score for _, score in self.valid_scores) if self.valid_metric_bigger else min(
-            score for _, score in self.valid_scores
+        best = (
+            max(score for _, score in self.valid_scores)
+            if self.valid_metric_bigger
+            else min(score for _, score in self.valid_scores)
         )
         return next(epoch for epoch, score in self.valid_scores if score == best)
 

@@ -28,7 +28,7 @@ def load_dataset(config):
 def _check_held_out_ids(config, built_datasets) -> None:
     """In a pre-split dataset every user and item of validation and test must occur in training."""
     train = built_datasets[0]
-    for part, held_out in zip(config["benchmark_filename"][1:], built_datasets[1:]):
+    for part, held_out in zip(config["benchmark_filename"][1:], built_datasets[1:], strict=True):
         file = Path(config["data_path"]) / f"{config['dataset']}.{part}.inter"
         for field in (train.uid_field, train.iid_field):
             unseen = np.setdiff1d(held_out.inter_feat[field].numpy(), train.inter_feat[field].numpy())

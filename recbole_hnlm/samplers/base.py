@@ -61,7 +61,7 @@ class NegativeSampler(ABC):
         self.iid_field = dataset.iid_field
         self.rng = np.random.default_rng(config["seed"])
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional hook: most samplers have no knobs to check
     def validate_config(cls, config) -> None:
         """Raise ConfigurationError for contradictory settings; the base class has none."""
 

@@ -1,0 +1,27 @@
+"""recbole-hnlm: LLM-driven semantic hard negative sampling (HNLMRec) and classic samplers for RecBole."""
+
+from setuptools import find_packages, setup
+
+# RecBole 1.2.1 (the latest release) breaks on numpy 2, scipy >= 1.13, pandas 3 and setuptools >= 82;
+# recbole_hnlm/compat.py explains each pin. torch stays on the one version tested here.
+CORE = [
+    "recbole==1.2.1",
+    "torch==2.13.0",
+    "numpy<2",
+    "scipy<1.13",
+    "pandas<3",
+    "setuptools<82",
+    "pyyaml",
+    "tqdm",
+    "matplotlib",
+]
+
+setup(
+    name="recbole-hnlm",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["recbole_hnlm", "recbole_hnlm.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={"test": ["pytest", "ruff"]},
+)
