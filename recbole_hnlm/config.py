@@ -141,6 +141,11 @@ class HNLMConfig(Config):
     def _set_train_neg_sample_args(self) -> None:
         # The plugin's keys decide; RecBole's train_neg_sample_args is derived from them so that its
         # dataloader repeats each positive sample_num times and its Trainer hands model-scored samplers the model.
+        if "train_neg_sample_args" in self.external_config_dict:
+            raise ConfigurationError(
+                "train_neg_sample_args is derived by recbole-hnlm from neg_sampler, sample_num and candidate_num. "
+                "Fix: set those instead, e.g. --neg_sampler=dns --sample_num=1 --candidate_num=16."
+            )
         sampler_class = get_sampler_class(self.final_config_dict.get("neg_sampler"))
         sample_num = self.final_config_dict.get("sample_num")
         if not isinstance(sample_num, int) or sample_num < 1:

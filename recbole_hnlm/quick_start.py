@@ -98,6 +98,7 @@ def run(
         "valid_result": {key: float(value) for key, value in (best_valid_result or {}).items()},
         "test_result": {key: float(value) for key, value in test_result.items()},
         "epoch_train_seconds": trainer.epoch_train_seconds,
+        "train_loss": [float(loss) for _, loss in sorted(trainer.train_loss_dict.items())],
         "total_seconds": perf_counter() - started,
         "checkpoint": trainer.saved_model_file if saved else None,
     }

@@ -1,23 +1,35 @@
-"""RecBole's Trainer for the model, with per-epoch timing and validation history recorded."""
+"""RecBole's Trainer for the model, with per-epoch timing and validation history recorded, and sampler losses."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from functools import cache
-from time import perf_counter
+from time import perf_counter, strftime
 
 from recbole.utils import get_trainer
 
 
 class EpochRecordMixin:
-    """Records seconds spent in each training epoch and the validation score after each evaluation."""
+    """Records seconds spent in each training epoch and the validation score after each evaluation.
+
+    It also trains with the negative sampler's own loss where the sampler has one (mixing samplers).
+    """
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
+        # RecBole names checkpoints <model>-<time>.pth, which collide when runs start in the same second.
+        name = f"{config['model']}-{config['neg_sampler']}-{config['dataset']}-{strftime('%Y%m%d-%H%M%S')}"
+        self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}-{uuid.uuid4().hex[:8]}.pth")
         self.epoch_train_seconds: list[float] = []
         self.valid_scores: list[tuple[int, float]] = []
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = perf_counter()
+        sampler = getattr(train_data, "negative_sampler", None)
+        if loss_func is None and sampler is not None:
+            # Samplers that synthesize negative embeddings bring their own loss; the others return None.
+            loss_func = sampler.training_loss(self.model)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.epoch_train_seconds.append(perf_counter() - start)
         return loss

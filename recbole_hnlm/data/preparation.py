@@ -16,12 +16,13 @@ from recbole_hnlm.errors import DataFormatError
 def load_dataset(config):
     """Check the dataset's atomic files, then let RecBole load and filter them."""
     check_dataset_files(config)
-    dataset = create_dataset(config)
-    if dataset.inter_num == 0:
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:  # RecBole reports empty or unknown fields this way
         raise DataFormatError(
-            f"Dataset '{config['dataset']}' in {config['data_path']} has no interactions left after RecBole's "
-            "filtering (val_interval, user/item_inter_num_interval). Fix: relax those settings."
-        )
+            f"RecBole could not load dataset '{config['dataset']}' from {config['data_path']}: {error} "
+            "Fix: check load_col and the filtering settings (val_interval, user/item_inter_num_interval)."
+        ) from None
     return dataset
 
 

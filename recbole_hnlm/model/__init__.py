@@ -57,7 +57,7 @@ def get_model(name: str) -> type:
         return MODEL_ZOO[name]
     try:
         return recbole_get_model(name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # RecBole imports optional libraries while looking
         raise UnknownNameError(
             "model", name, supported_models(), "(Names are case-sensitive, as in RecBole.)"
         ) from None
