@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import Interaction
 
 from recbole_hnlm.samplers import get_sampler_class
 
@@ -11,7 +12,8 @@ class NegativeSamplingTrainDataLoader(TrainDataLoader):
     """Fills RecBole's ``NEG_ITEM_ID`` with the plugin's sampler, so every pairwise model trains unchanged.
 
     RecBole's Trainer hands the model over through ``get_model`` when ``train_neg_sample_args['dynamic']``
-    is set, which the plugin's Config does for samplers that score candidates with the model.
+    is set, which the plugin's Config does for samplers that score candidates with the model. Fields a sampler
+    adds through ``extra_batch_fields`` (e.g. the candidate pools of mixing samplers) join each batch.
     """
 
     def __init__(self, config, dataset, sampler, shuffle: bool = False) -> None:
@@ -23,4 +25,8 @@ class NegativeSamplingTrainDataLoader(TrainDataLoader):
         users = inter_feat[self.uid_field]
         items = inter_feat[self.iid_field]
         negatives = self.negative_sampler.sample(users, items, self.neg_sample_num, model=self.model)
-        return self.sampling_func(inter_feat, negatives.reshape(-1))
+        batch = self.sampling_func(inter_feat, negatives.reshape(-1))
+        extra_fields = self.negative_sampler.extra_batch_fields(users, items, self.neg_sample_num)
+        if extra_fields:
+            batch.update(Interaction(extra_fields))
+        return batch

@@ -9,8 +9,11 @@ from __future__ import annotations
 from recbole_hnlm.errors import ConfigurationError, UnknownNameError
 from recbole_hnlm.samplers.ahns import AdaptiveHardnessSampler
 from recbole_hnlm.samplers.base import ModelScoredSampler, NegativeSampler, TrainingPositives
+from recbole_hnlm.samplers.dins import DimensionIndependentMixupSampler
 from recbole_hnlm.samplers.dns import DynamicNegativeSampler
 from recbole_hnlm.samplers.dns_mn import TopNDynamicNegativeSampler
+from recbole_hnlm.samplers.mixgcf import MixGCFSampler
+from recbole_hnlm.samplers.mixing import MixingSampler
 from recbole_hnlm.samplers.popularity import PopularitySampler
 from recbole_hnlm.samplers.uniform import UniformSampler
 
@@ -49,13 +52,18 @@ for _sampler in (
     DynamicNegativeSampler,
     TopNDynamicNegativeSampler,
     AdaptiveHardnessSampler,
+    MixGCFSampler,
+    DimensionIndependentMixupSampler,
 ):
     register_sampler(_sampler)
 
 __all__ = [
     "SAMPLER_REGISTRY",
     "AdaptiveHardnessSampler",
+    "DimensionIndependentMixupSampler",
     "DynamicNegativeSampler",
+    "MixGCFSampler",
+    "MixingSampler",
     "ModelScoredSampler",
     "NegativeSampler",
     "PopularitySampler",

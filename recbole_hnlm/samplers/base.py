@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -48,6 +49,8 @@ class NegativeSampler(ABC):
 
     Subclasses set ``name`` (the value of ``--neg_sampler``) and implement ``sample``. Samplers that score
     candidates with the model being trained set ``requires_model``; the train dataloader hands it over.
+    Samplers that synthesize negative embeddings (``samplers/mixing.py``) also add batch fields and replace the
+    training loss, through ``extra_batch_fields`` and ``training_loss``.
     """
 
     name: ClassVar[str]
@@ -68,6 +71,14 @@ class NegativeSampler(ABC):
     @abstractmethod
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
         """Return a LongTensor of shape (num, batch): row k holds the k-th negative of every positive."""
+
+    def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
+        """Fields added to a training batch beside NEG_ITEM_ID, one row per (positive, negative) pair; none here."""
+        return {}
+
+    def training_loss(self, model) -> Callable[[Interaction], torch.Tensor] | None:
+        """The loss to train ``model`` with instead of its ``calculate_loss``; None keeps the model's own."""
+        return None
 
     def draw_uniform(self, user_ids: np.ndarray, count: int) -> np.ndarray:
         """Draw ``count`` items per user uniformly from items the user has no training interaction with."""
@@ -115,6 +126,16 @@ def score_items(model, uid_field: str, iid_field: str, user_ids: torch.Tensor, i
     return scores.float().cpu()
 
 
+def check_candidate_num(config, sampler_name: str) -> None:
+    """Raise ConfigurationError unless ``candidate_num`` is a positive integer."""
+    candidate_num = config["candidate_num"]
+    if not isinstance(candidate_num, int) or candidate_num < 1:
+        raise ConfigurationError(
+            f"candidate_num={candidate_num!r} is invalid for neg_sampler={sampler_name}: it must be an integer "
+            ">= 1. Fix: e.g. --candidate_num=16."
+        )
+
+
 class ModelScoredSampler(NegativeSampler):
     """A sampler that draws ``candidate_num`` uniform candidates per negative and picks among them by score."""
 
@@ -127,12 +148,7 @@ class ModelScoredSampler(NegativeSampler):
     @classmethod
     def validate_config(cls, config) -> None:
         """``candidate_num`` must be a positive integer."""
-        candidate_num = config["candidate_num"]
-        if not isinstance(candidate_num, int) or candidate_num < 1:
-            raise ConfigurationError(
-                f"candidate_num={candidate_num!r} is invalid for neg_sampler={cls.name}: it must be an integer "
-                ">= 1. Fix: e.g. --candidate_num=16."
-            )
+        check_candidate_num(config, cls.name)
 
     def score_candidates(
         self, model, user_ids: torch.Tensor, num: int, also_score: torch.Tensor | None = None

@@ -1,0 +1,136 @@
+"""Model adapters on real ml-100k batches: the same embeddings, scores and loss as the models themselves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from recbole.utils import init_seed
+
+from recbole_hnlm.config import HNLMConfig
+from recbole_hnlm.data.preparation import load_dataset, prepare_data
+from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
+from recbole_hnlm.model import adapters, get_model
+from recbole_hnlm.model.adapters import BPRAdapter, ModelAdapter, adapter_class_for, get_adapter, register_adapter
+
+QUIET = {"state": "ERROR", "show_progress": False}
+ADAPTED = ["BPR", "LightGCN", "NGCF", "SGL"]
+# Layers 0..L under RecBole's defaults: BPR has none to propagate, LightGCN 2, NGCF 3 ([64, 64, 64]), SGL 3.
+EXPECTED_LAYERS = {"BPR": 1, "LightGCN": 3, "NGCF": 4, "SGL": 4}
+
+
+@pytest.fixture(scope="module")
+def ml100k_train():
+    """(train dataset, one real training batch of 2048 rows with uniform negatives)."""
+    config = HNLMConfig("BPR", "ml-100k", config_dict=QUIET)
+    train_data, _, _ = prepare_data(config, load_dataset(config))
+    init_seed(config["seed"], True)
+    return train_data._dataset, next(iter(train_data))
+
+
+def build_model(name: str, train_dataset, **settings):
+    config = HNLMConfig(name, "ml-100k", config_dict={**QUIET, **settings})
+    init_seed(11, True)
+    model = get_model(name)(config, train_dataset)
+    model.train()  # SGL builds its augmented views here
+    return model
+
+
+def batch_layers(adapter: ModelAdapter, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    model = adapter.model
+    users, items = adapter.propagate()
+    return users[batch[model.USER_ID]], items[batch[model.ITEM_ID]], items[batch[model.NEG_ITEM_ID]]
+
+
+@pytest.mark.parametrize("name", ADAPTED)
+def test_pooled_layers_score_like_the_model(name, ml100k_train):
+    train_dataset, batch = ml100k_train
+    model = build_model(name, train_dataset)
+    torch.nn.Module.train(model, False)  # no dropout, so propagate() and predict() see the same graph
+    adapter = get_adapter(model)
+    users, items = adapter.propagate()
+    assert users.shape == (train_dataset.user_num, EXPECTED_LAYERS[name], 64)
+    assert items.shape == (train_dataset.item_num, EXPECTED_LAYERS[name], 64)
+    user_e, pos_e, _ = batch_layers(adapter, batch)
+    scores = (adapter.pool(user_e) * adapter.pool(pos_e)).sum(dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(scores.detach(), model.predict(batch), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ADAPTED)
+def test_pairwise_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_train):
+    train_dataset, batch = ml100k_train
+    model = build_model(name, train_dataset)
+    adapter = get_adapter(model)
+    torch.manual_seed(0)  # NGCF's message dropout draws the same masks in both passes
+    expected = model.calculate_loss(batch)
+    torch.manual_seed(0)
+    actual = adapter.pairwise_loss(batch, *batch_layers(adapter, batch))
+    torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
+
+
+def test_lightgcn_regularisation_follows_require_pow(ml100k_train):
+    train_dataset, batch = ml100k_train
+    model = build_model("LightGCN", train_dataset, require_pow=True, reg_weight=0.5)
+    adapter = get_adapter(model)
+    expected = model.calculate_loss(batch)
+    torch.testing.assert_close(adapter.pairwise_loss(batch, *batch_layers(adapter, batch)), expected)
+
+
+def test_sgl_loss_keeps_its_contrastive_term(ml100k_train):
+    train_dataset, batch = ml100k_train
+    model = build_model("SGL", train_dataset)
+    adapter = get_adapter(model)
+    user_e, pos_e, neg_e = batch_layers(adapter, batch)
+    with_ssl = adapter.pairwise_loss(batch, user_e, pos_e, neg_e)
+    model.ssl_weight = 0.0
+    without_ssl = adapter.pairwise_loss(batch, user_e, pos_e, neg_e)
+    assert with_ssl > without_ssl
+
+
+@pytest.mark.parametrize("name", ADAPTED)
+def test_layer_queries_split_the_score_over_layers(name, ml100k_train):
+    train_dataset, batch = ml100k_train
+    model = build_model(name, train_dataset)
+    torch.nn.Module.train(model, False)
+    adapter = get_adapter(model)
+    with torch.no_grad():
+        user_e, pos_e, _ = batch_layers(adapter, batch)
+        per_layer = (adapter.layer_queries(user_e) * pos_e).sum(dim=-1)  # (batch, layers)
+        score = (adapter.pool(user_e) * adapter.pool(pos_e)).sum(dim=-1)
+    # Mean pooling: each layer is scored against the pooled user, so the layers sum to n_layers * score.
+    factor = 1 if adapter.pooling == "concat" else EXPECTED_LAYERS[name]
+    torch.testing.assert_close(per_layer.sum(dim=1), factor * score, rtol=1e-4, atol=1e-5)
+
+
+def test_model_without_adapter_is_refused_with_the_models_that_have_one():
+    with pytest.raises(UnsupportedModelError, match="SpectralCF") as error:
+        adapter_class_for("SpectralCF")
+    assert "BPR, LightGCN, NGCF, SGL" in str(error.value)
+    with pytest.raises(UnsupportedModelError, match="BPR, LightGCN, NGCF, SGL"):
+        HNLMConfig("SpectralCF", "ml-100k", config_dict={**QUIET, "neg_sampler": "mixgcf"})
+
+
+def test_ngcf_with_layers_of_other_sizes_is_refused():
+    with pytest.raises(ConfigurationError, match="hidden_size_list"):
+        HNLMConfig("NGCF", "ml-100k", config_dict={**QUIET, "neg_sampler": "dins", "hidden_size_list": [64, 32]})
+
+
+def test_register_adapter_checks_what_it_registers(monkeypatch):
+    monkeypatch.setattr(adapters, "ADAPTER_REGISTRY", dict(adapters.ADAPTER_REGISTRY))
+
+    @register_adapter("TinyMF")
+    class TinyMFAdapter(BPRAdapter):
+        pooling = "sum"
+
+    assert adapter_class_for("TinyMF") is TinyMFAdapter
+    with pytest.raises(ConfigurationError, match="already has an adapter"):
+        register_adapter("TinyMF")(BPRAdapter)
+    assert register_adapter("TinyMF", replace=True)(BPRAdapter) is BPRAdapter
+    with pytest.raises(ConfigurationError, match="pooling"):
+
+        @register_adapter("OddMF")
+        class OddAdapter(BPRAdapter):
+            pooling = "max"
+
+    with pytest.raises(ConfigurationError, match="not a ModelAdapter"):
+        register_adapter("NotAnAdapter")(object)
