@@ -136,10 +136,8 @@ def check_candidate_num(config, sampler_name: str) -> None:
         )
 
 
-class ModelScoredSampler(NegativeSampler):
-    """A sampler that draws ``candidate_num`` uniform candidates per negative and picks among them by score."""
-
-    requires_model = True
+class CandidatePoolSampler(NegativeSampler):
+    """A sampler that works from ``candidate_num`` uniform candidates per negative."""
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
@@ -149,6 +147,12 @@ class ModelScoredSampler(NegativeSampler):
     def validate_config(cls, config) -> None:
         """``candidate_num`` must be a positive integer."""
         check_candidate_num(config, cls.name)
+
+
+class ModelScoredSampler(CandidatePoolSampler):
+    """A sampler that draws ``candidate_num`` uniform candidates per negative and picks among them by score."""
+
+    requires_model = True
 
     def score_candidates(
         self, model, user_ids: torch.Tensor, num: int, also_score: torch.Tensor | None = None

@@ -27,7 +27,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter
-from recbole_hnlm.samplers.base import NegativeSampler, check_candidate_num
+from recbole_hnlm.samplers.base import CandidatePoolSampler
 
 
 def layer_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def hardest_per_layer(
     return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows)
 
 
-class MixingSampler(NegativeSampler):
+class MixingSampler(CandidatePoolSampler):
     """A sampler that synthesizes each negative's embedding from ``candidate_num`` uniform candidates.
 
     Subclasses implement ``synthesize``. The model must have an adapter (``recbole_hnlm.model.adapters``).
@@ -76,14 +76,10 @@ class MixingSampler(NegativeSampler):
 
     candidates_field: ClassVar[str] = "neg_candidates"
 
-    def __init__(self, config, dataset) -> None:
-        super().__init__(config, dataset)
-        self.candidate_num = int(config["candidate_num"])
-
     @classmethod
     def validate_config(cls, config) -> None:
         """``candidate_num`` must be a positive integer and the model must have an adapter that accepts it."""
-        check_candidate_num(config, cls.name)
+        super().validate_config(config)
         adapter_class_for(config["model"]).validate_config(config)
 
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
