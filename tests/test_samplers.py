@@ -64,9 +64,13 @@ def test_negatives_are_never_training_positives(name, sample_num, ml100k, bpr_mo
             break
 
 
-def test_training_positives_lookup_matches_python_sets(ml100k):
+@pytest.mark.parametrize("bitset", [True, False], ids=["bitset", "sorted-keys"])
+def test_training_positives_lookup_matches_python_sets(ml100k, monkeypatch, bitset):
+    # Small catalogues are looked up in a bit set, large ones by binary search over sorted keys: both must agree.
+    monkeypatch.setattr(sampler_base, "BITSET_MAX_CELLS", 1 << 28 if bitset else 0)
     train_dataset = ml100k[2]._dataset
     positives = TrainingPositives.from_dataset(train_dataset)
+    assert (positives.bits is not None) == bitset
     sets = train_positive_sets(train_dataset)
     rng = np.random.default_rng(0)
     users = rng.integers(1, train_dataset.user_num, 5000)
