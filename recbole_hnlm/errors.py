@@ -32,3 +32,19 @@ class DataFormatError(HNLMError):
 
 class DatasetNotFoundError(HNLMError):
     """A dataset folder or file that does not exist."""
+
+
+class ModelNotFoundError(ConfigurationError):
+    """A language or embedding model that is not installed or not at the given path."""
+
+
+class BackendUnavailableError(HNLMError):
+    """An LLM endpoint that cannot be reached or refuses the request."""
+
+
+class CacheMismatchError(HNLMError):
+    """A cache folder made from other inputs or settings than the ones asked for."""
+
+
+class ClusterUnreachableError(HNLMError):
+    """A Ray cluster address that does not answer."""

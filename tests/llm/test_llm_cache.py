@@ -1,0 +1,123 @@
+"""The cache: resuming after a crash gives what an uninterrupted run gives; foreign caches are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from llm_testdata import SMOLLM2, TINY, cache_files, load_split, write_tiny_ml100k
+
+from recbole_hnlm.errors import CacheMismatchError
+from recbole_hnlm.llm import build_semantic_cache, load_semantic_cache
+from recbole_hnlm.llm.backends import MINILM_PACKAGE, TextEmbedder, installed_package_folder
+from recbole_hnlm.llm.cache import fill_array_in_chunks
+
+
+class Crash(RuntimeError):
+    """The simulated crash."""
+
+
+def test_resume_after_a_crash_gives_the_same_cache(tiny_config, tiny_split, reuse_smollm2, tmp_path, monkeypatch):
+    _, train, held_out = tiny_split
+    small = {**SMOLLM2, "llm_shard_size": 4, "llm_vector_chunk": 8, "llm_negative_budget": 5}
+    straight = build_semantic_cache(tiny_config(**small, llm_cache_dir=str(tmp_path / "a")), train, held_out)
+
+    calls = []
+    real_generate = reuse_smollm2.generate
+
+    def crash_on_third_call(prompts, attempt=0):
+        calls.append(len(prompts))
+        if len(calls) == 3:
+            raise Crash("simulated crash while generating")
+        return real_generate(prompts, attempt)
+
+    config = tiny_config(**small, llm_cache_dir=str(tmp_path / "b"))
+    monkeypatch.setattr(reuse_smollm2, "generate", crash_on_third_call)
+    with pytest.raises(Crash):
+        build_semantic_cache(config, train, held_out)
+    resumed = straight.parent.parent.parent / "b" / TINY / straight.name
+    saved_before = len(list((resumed / "profiles" / "items").glob("shard-*.jsonl")))
+    assert 1 <= saved_before < 5 and not list(resumed.rglob("*.tmp"))
+    monkeypatch.setattr(reuse_smollm2, "generate", real_generate)
+
+    encoded = []
+    real_encode = TextEmbedder.encode
+
+    def crash_on_second_chunk(self, texts):
+        encoded.append(len(texts))
+        if len(encoded) == 2:
+            raise Crash("simulated crash while embedding")
+        return real_encode(self, texts)
+
+    monkeypatch.setattr(TextEmbedder, "encode", crash_on_second_chunk)
+    with pytest.raises(Crash):
+        build_semantic_cache(config, train, held_out)
+    answered = json.loads((resumed / "manifest.json").read_text())["stages"]["item_profiles"]
+    assert answered["units_answered_last_run"] == train.item_num - 1 - 4 * saved_before  # nothing redone
+    assert (resumed / "vectors" / "item_profile_vectors.partial.npy").is_file()
+    assert not (resumed / "vectors" / "item_profile_vectors.npy").exists()
+    monkeypatch.setattr(TextEmbedder, "encode", real_encode)
+
+    assert build_semantic_cache(config, train, held_out) == resumed
+    assert cache_files(resumed) == cache_files(straight)
+    assert not list(resumed.rglob("*.partial.npy")) and not list(resumed.rglob("*.progress.json"))
+
+
+def test_an_interrupted_array_fill_resumes_where_it_stopped(tmp_path):
+    path = tmp_path / "vectors.npy"
+    filled = []
+
+    def fill(start, end):
+        filled.append(start)
+        if start == 20 and len(filled) == 3:
+            raise Crash("stop")
+        return np.arange(start, end, dtype=np.float32)[:, None].repeat(2, axis=1)
+
+    with pytest.raises(Crash):
+        fill_array_in_chunks(path, (35, 2), np.float32, 10, fill, "test")
+    assert not path.exists() and filled == [0, 10, 20]
+    fill_array_in_chunks(path, (35, 2), np.float32, 10, fill, "test")
+    assert filled == [0, 10, 20, 20, 30]
+    np.testing.assert_array_equal(np.load(path)[:, 0], np.arange(35))
+
+
+def test_a_cache_of_another_dataset_is_refused(tiny_config, tiny_split, tiny_root, tmp_path):
+    _, train, held_out = tiny_split
+    made = build_semantic_cache(tiny_config(llm="template"), train, held_out, stages=("profiles",))
+    write_tiny_ml100k(tiny_root, "ml-100k-tiny2")
+    other_config, other_train, other_held_out = load_split(
+        "ml-100k-tiny2", data_path=str(tiny_root), llm="template", llm_cache_dir=str(tmp_path / "cache")
+    )
+    copied = made.parent.parent / "ml-100k-tiny2" / made.name
+    shutil.copytree(made, copied)
+    with pytest.raises(
+        CacheMismatchError,
+        match=rf"Cache folder {copied} was made from.*dataset: cached 'ml-100k-tiny', asked 'ml-100k-tiny2'.*Fix:",
+    ):
+        build_semantic_cache(other_config, other_train, other_held_out)
+    with pytest.raises(CacheMismatchError, match="dataset: cached 'ml-100k-tiny', asked 'ml-100k-tiny2'"):
+        load_semantic_cache(other_config, other_train, other_held_out, build=False)
+
+
+def test_vectors_of_another_embedding_size_are_refused(tiny_config, tiny_split, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    _, train, held_out = tiny_split
+    made = build_semantic_cache(tiny_config(llm="template"), train, held_out, stages=("profiles",))
+    minilm = SentenceTransformer(str(installed_package_folder(MINILM_PACKAGE, "", "test") / "model"), device="cpu")
+    smaller = SentenceTransformer(modules=[*minilm, Dense(384, 128)], device="cpu")
+    other = tmp_path / "minilm-128"
+    smaller.save(str(other))
+    with pytest.raises(CacheMismatchError, match=r"'all-MiniLM-L6-v2' \(384-d\), but this run asks for 'minilm-128'"):
+        build_semantic_cache(tiny_config(llm="template", llm_embedding_model=str(other)), train, held_out)
+    # The same name with another size is caught when the model loads, before any vector is written.
+    renamed = tmp_path / "all-MiniLM-L6-v2"
+    other.rename(renamed)
+    shutil.rmtree(made / "vectors")
+    with pytest.raises(
+        CacheMismatchError, match=rf"{made} holds vectors from.*asks for 'all-MiniLM-L6-v2' \(128-d\).*Fix: delete"
+    ):
+        build_semantic_cache(tiny_config(llm="template", llm_embedding_model=str(renamed)), train, held_out)
