@@ -1,7 +1,7 @@
 """Seconds per training epoch of every sampler, beside RecBole's own uniform, popularity and dynamic DNS.
 
 Usage: python benchmarks/sampler_speed.py [--model LightGCN] [--dataset ml-100k] [--rounds 7]
-       [--candidate_num 16] [--threads 1 2]
+       [--candidate_num 16] [--threads 1 2] [--samplers uniform mixgcf dins hnlm]
 
 The variants run interleaved, one epoch each per round, so that load from other processes on the machine
 falls on all of them alike; the first round is a warm-up and is dropped. Writes
@@ -25,8 +25,9 @@ from recbole.utils import init_seed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from recbole_hnlm.config import PROJECT_ROOT, HNLMConfig  # noqa: E402
-from recbole_hnlm.data.preparation import load_dataset, prepare_data  # noqa: E402
+from recbole_hnlm.data.preparation import load_dataset  # noqa: E402
 from recbole_hnlm.model import get_model  # noqa: E402
+from recbole_hnlm.quick_start import prepare_run_data  # noqa: E402
 from recbole_hnlm.trainer import create_trainer  # noqa: E402
 
 QUIET = {"state": "ERROR", "show_progress": False, "results_dir": None}
@@ -40,9 +41,21 @@ VARIANTS = [
     ("dns", "dns", {}),
     ("dns_mn", "dns_mn", {}),
     ("ahns", "ahns", {}),
+    ("mixgcf", "mixgcf", {}),
+    ("dins", "dins", {}),
+    ("hnlm", "hnlm", {}),  # cached template-profile vectors (built on first use), DNS base, mixing and alignment
 ]
 # The plugin sampler each RecBole loader is compared with, and the sampler DNS variants are compared with.
-BASELINE_OF = {"uniform": "recbole uniform", "popularity": "recbole popularity", "dns": "recbole dns"}
+BASELINE_OF = {
+    "uniform": "recbole uniform",
+    "popularity": "recbole popularity",
+    "dns": "recbole dns",
+    "dns_mn": "dns",
+    "ahns": "dns",
+    "mixgcf": "uniform",
+    "dins": "uniform",
+    "hnlm": "uniform",
+}
 
 
 def build_variant(label, sampler, recbole_args, args):
@@ -61,7 +74,7 @@ def build_variant(label, sampler, recbole_args, args):
         }
         train_data, _, _ = data_preparation(config, dataset)
     else:
-        train_data, _, _ = prepare_data(config, dataset)
+        train_data, _, _ = prepare_run_data(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset)
     trainer = create_trainer(config, model)
@@ -72,7 +85,8 @@ def build_variant(label, sampler, recbole_args, args):
 def measure(args, threads: int) -> dict[str, list[float]]:
     """Seconds of each training epoch per variant, warm-up round dropped."""
     torch.set_num_threads(threads)
-    variants = {label: build_variant(label, sampler, extra, args) for label, sampler, extra in VARIANTS}
+    chosen = [variant for variant in VARIANTS if not args.samplers or variant[0] in args.samplers]
+    variants = {label: build_variant(label, sampler, extra, args) for label, sampler, extra in chosen}
     seconds: dict[str, list[float]] = {label: [] for label in variants}
     for round_index in tqdm(range(args.rounds + 1), desc=f"rounds ({threads} threads)"):
         for label, (trainer, train_data) in variants.items():
@@ -88,7 +102,7 @@ def table(results: dict[int, dict[str, list[float]]]) -> str:
     for threads, seconds in results.items():
         median = {label: statistics.median(values) for label, values in seconds.items()}
         for label, value in median.items():
-            reference = BASELINE_OF.get(label) or ("dns" if label in ("dns_mn", "ahns") else None)
+            reference = BASELINE_OF.get(label) if BASELINE_OF.get(label) in median else None
             ratio = f"{value / median[reference]:.2f}x" if reference else ""
             lines.append(f"| {label} | {threads} | {value:.3f} | {reference or ''} | {ratio} |")
     return "\n".join(lines)
@@ -96,7 +110,7 @@ def table(results: dict[int, dict[str, list[float]]]) -> str:
 
 def plot(results: dict[int, dict[str, list[float]]], path: Path, title: str) -> None:
     """Bar chart of median seconds per epoch, one group of bars per thread count."""
-    labels = [label for label, _, _ in VARIANTS]
+    labels = list(next(iter(results.values())))
     figure, axis = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(results)
     for offset, (threads, seconds) in enumerate(results.items()):
@@ -119,6 +133,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="measured epochs per variant (after one warm-up)")
     parser.add_argument("--candidate_num", type=int, default=16, help="M for every model-scored sampler")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch.set_num_threads values")
+    parser.add_argument(
+        "--samplers", nargs="+", default=None, help="labels of the variants to run (default: all), e.g. uniform hnlm"
+    )
     args = parser.parse_args()
 
     results = {threads: measure(args, threads) for threads in args.threads}

@@ -6,6 +6,11 @@ Precedence, lowest first (later wins):
 3. ``<data_path>/<dataset>/<dataset>.yaml``, written by the dataset importers;
 4. ``properties/sampler/<neg_sampler>.yaml``;
 5. the user's config files, then ``config_dict``, then command-line ``--key=value`` arguments.
+
+HNLMRec wraps a backbone model: ``--model=HNLMRec --backbone=LightGCN`` and ``--model=LightGCN --neg_sampler=hnlm``
+give the same config (model HNLMRec, backbone LightGCN, sampler hnlm), with the backbone's defaults where a plain
+backbone run has them: RecBole's ``properties/model/<backbone>.yaml`` in step 1, and the plugin's
+``properties/model/<backbone>.yaml`` in step 2, under ``properties/model/HNLMRec.yaml``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from recbole_hnlm.samplers import get_sampler_class
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROPERTIES_DIR = PROJECT_ROOT / "properties"
 DEFAULT_DATA_PATH = PROJECT_ROOT / "dataset"
+HNLM_MODEL = "HNLMRec"
+HNLM_SAMPLER = "hnlm"
 
 
 def available_datasets(data_path: str | os.PathLike) -> list[str]:
@@ -53,6 +60,7 @@ class HNLMConfig(Config):
     ) -> None:
         self._requested_model = model
         self._requested_dataset = dataset
+        self._backbone: str | None = None
         self._cmd_args = list(cmd_args or [])
         for file in config_file_list or []:
             if not Path(file).is_file():
@@ -92,12 +100,45 @@ class HNLMConfig(Config):
         model = self._requested_model or user.get("model")
         model_name = model if isinstance(model, str) or model is None else model.__name__
         dataset = self._requested_dataset or user.get("dataset")
+        self._backbone = self._hnlm_backbone(model_name, user)
+        if self._backbone:
+            model_name = HNLM_MODEL
+            user = {**user, "model": HNLM_MODEL, "backbone": self._backbone}
         defaults = self._plugin_defaults(model_name, dataset, user)
         self.external_config_dict = {**defaults, **user}
+
+    def _hnlm_backbone(self, model: str | None, user: dict) -> str | None:
+        """The backbone when this run trains HNLMRec (asked by name or by ``neg_sampler=hnlm``), else None."""
+        sampler = user.get("neg_sampler")
+        if model == HNLM_MODEL:
+            if sampler not in (None, HNLM_SAMPLER):
+                raise ConfigurationError(
+                    f"model=HNLMRec trains on the batches of neg_sampler=hnlm, not neg_sampler={sampler}. Fix: drop "
+                    "--neg_sampler; the sampled part of its negatives is set by hnlm_base_negative (uniform or dns)."
+                )
+            backbone = user.get("backbone") or self._read_yaml(PROPERTIES_DIR / "model" / f"{HNLM_MODEL}.yaml").get(
+                "backbone"
+            )
+        elif model and sampler == HNLM_SAMPLER:
+            backbone = user.get("backbone", model)
+            if backbone != model:
+                raise ConfigurationError(
+                    f"--model={model} --neg_sampler=hnlm trains HNLMRec around {model}, but backbone={backbone} "
+                    f"names another model. Fix: drop --backbone, or pass --model=HNLMRec --backbone={backbone}."
+                )
+        else:
+            return None
+        if not isinstance(backbone, str) or not backbone or backbone == HNLM_MODEL:
+            raise ConfigurationError(
+                f"backbone={backbone!r} is invalid: HNLMRec needs a model to wrap. Fix: e.g. --backbone=LightGCN."
+            )
+        return backbone
 
     def _plugin_defaults(self, model: str | None, dataset: str | None, user: dict) -> dict:
         defaults = {"data_path": str(DEFAULT_DATA_PATH)}
         files = [PROPERTIES_DIR / "overall.yaml"]
+        if self._backbone:
+            files.append(PROPERTIES_DIR / "model" / f"{self._backbone}.yaml")
         if model:
             files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
         if dataset:
@@ -120,6 +161,9 @@ class HNLMConfig(Config):
             raise ConfigurationError(f"'{file}' is not valid YAML: {error}") from None
 
     def _get_model_and_dataset(self, model, dataset):
+        if self._backbone:
+            check_model_supported(get_model(self._backbone))
+            model = HNLM_MODEL
         if model is None:
             model = self.external_config_dict.get("model")
         if model is None:
@@ -131,6 +175,14 @@ class HNLMConfig(Config):
         if dataset is None:
             raise ConfigurationError("No dataset given. Fix: pass --dataset=<name>, e.g. --dataset=ml-100k.")
         return model_class.__name__, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset) -> None:
+        if not self._backbone:
+            super()._load_internal_config_dict(model, model_class, dataset)
+            return
+        # RecBole reads only properties/model/<model>.yaml; HNLMRec has none, its backbone's is the one it needs.
+        super()._load_internal_config_dict(self._backbone, get_model(self._backbone), dataset)
+        self.internal_config_dict["MODEL_TYPE"] = model_class.type
 
     def _set_default_parameters(self) -> None:
         raw_data_path = self.final_config_dict["data_path"]

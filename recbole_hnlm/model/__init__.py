@@ -1,4 +1,7 @@
-"""The plugin's model zoo and the model lookup: the plugin's own models first, then RecBole's."""
+"""The plugin's model zoo and the model lookup: the plugin's own models first, then RecBole's.
+
+The zoo holds ``HNLMRec`` (``hnlmrec.py``), which wraps a backbone looked up with ``get_model``.
+"""
 
 from __future__ import annotations
 
@@ -71,3 +74,9 @@ def check_model_supported(model_class: type) -> None:
             f"general model fed sampled negatives (input_type={getattr(model_class, 'input_type', None)}, "
             f"type={getattr(model_class, 'type', None)}). Models that can: {', '.join(supported_models())}."
         )
+
+
+# Below get_model, which HNLMRec imports to look up its backbone.
+from recbole_hnlm.model.hnlmrec import HNLMRec  # noqa: E402
+
+register_model(HNLMRec)

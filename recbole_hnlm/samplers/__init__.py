@@ -12,6 +12,7 @@ from recbole_hnlm.samplers.base import ModelScoredSampler, NegativeSampler, Trai
 from recbole_hnlm.samplers.dins import DimensionIndependentMixupSampler
 from recbole_hnlm.samplers.dns import DynamicNegativeSampler
 from recbole_hnlm.samplers.dns_mn import TopNDynamicNegativeSampler
+from recbole_hnlm.samplers.hnlm import SemanticNegativeSampler
 from recbole_hnlm.samplers.mixgcf import MixGCFSampler
 from recbole_hnlm.samplers.mixing import MixingSampler
 from recbole_hnlm.samplers.popularity import PopularitySampler
@@ -54,6 +55,7 @@ for _sampler in (
     AdaptiveHardnessSampler,
     MixGCFSampler,
     DimensionIndependentMixupSampler,
+    SemanticNegativeSampler,
 ):
     register_sampler(_sampler)
 
@@ -67,6 +69,7 @@ __all__ = [
     "ModelScoredSampler",
     "NegativeSampler",
     "PopularitySampler",
+    "SemanticNegativeSampler",
     "TopNDynamicNegativeSampler",
     "TrainingPositives",
     "UniformSampler",
