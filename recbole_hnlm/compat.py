@@ -76,6 +76,18 @@ def recbole_data_path(raw_data_path: str, dataset: str) -> str:
     return os.path.join(raw_data_path, dataset)
 
 
+def ray_trial_gpu_id() -> str:
+    """The ``gpu_id`` for a Ray Tune trial: the GPUs Ray gave it ("" for none, which RecBole runs on CPU).
+
+    RecBole's ``Config._init_device`` sets ``CUDA_VISIBLE_DEVICES`` to ``gpu_id`` ("0" by default) whatever it
+    was (RUCAIBox/RecBole#1955), which undoes Ray's per-trial assignment and would put every trial on the first
+    GPU. Passing Ray's ids as ``gpu_id`` keeps them.
+    """
+    import ray
+
+    return ",".join(str(gpu) for gpu in ray.get_gpu_ids())
+
+
 def apply() -> None:
     """Apply every shim once."""
     global _applied

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from logging import getLogger
 from pathlib import Path
 from time import perf_counter, strftime
@@ -17,11 +18,13 @@ from recbole_hnlm.compat import load_recbole_checkpoint
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.model import get_model
+from recbole_hnlm.samplers import SemanticNegativeSampler
 from recbole_hnlm.trainer import create_trainer
 
 # Settings that identify a run in its results file (the full config is in RecBole's log).
 _IDENTITY_KEYS = (
     "model",
+    "backbone",
     "dataset",
     "neg_sampler",
     "sample_num",
@@ -60,6 +63,18 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(temporary, path)
 
 
+def prepare_run_data(config, dataset):
+    """Split ``dataset`` and build its dataloaders; for ``neg_sampler=hnlm``, build or open its LLM cache too.
+
+    The cache is built here, where the validation and test splits are known: they measure its false hard negatives.
+    """
+    train_data, valid_data, test_data = prepare_data(config, dataset)
+    sampler = train_data.negative_sampler
+    if isinstance(sampler, SemanticNegativeSampler):
+        sampler.open_cache([valid_data._dataset, test_data._dataset])
+    return train_data, valid_data, test_data
+
+
 def run(
     model: str | None = None,
     dataset: str | None = None,
@@ -67,8 +82,15 @@ def run(
     config_dict: dict | None = None,
     cmd_args: list[str] | None = None,
     saved: bool = True,
+    dataset_loader: Callable = load_dataset,
+    epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict:
-    """Train with validation-based epoch selection, evaluate on test, and return (and save) the results."""
+    """Train with validation-based epoch selection, evaluate on test, and return (and save) the results.
+
+    ``dataset_loader(config)`` returns the loaded (not yet split) RecBole Dataset; the benchmark passes one that
+    reuses a dataset loaded by an earlier run. ``epoch_callback(epoch, valid_result)`` is called after each
+    validation, e.g. to report to Ray Tune. The result's ``seconds`` splits the run's wall time.
+    """
     started = perf_counter()
     config = HNLMConfig(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
@@ -77,18 +99,31 @@ def run(
     logger = getLogger()
     logger.info(config)
 
-    data = load_dataset(config)
+    loading = perf_counter()
+    data = dataset_loader(config)
+    loaded = perf_counter()
     logger.info(data)
-    train_data, valid_data, test_data = prepare_data(config, data)
+    train_data, valid_data, test_data = prepare_run_data(config, data)
+    prepared = perf_counter()
 
     init_seed(config["seed"], config["reproducibility"])
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(recommender)
     trainer = create_trainer(config, recommender)
+
+    def report_epoch(epoch_idx: int, valid_score: float) -> None:
+        epoch_callback(epoch_idx, trainer.last_valid_result)
+
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data,
+        valid_data,
+        saved=saved,
+        show_progress=config["show_progress"],
+        callback_fn=report_epoch if epoch_callback else None,
     )
+    testing = perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    tested = perf_counter()
 
     result = {
         **{key: config[key] for key in _IDENTITY_KEYS},
@@ -100,8 +135,18 @@ def run(
         "epoch_train_seconds": trainer.epoch_train_seconds,
         "train_loss": [float(loss) for _, loss in sorted(trainer.train_loss_dict.items())],
         "total_seconds": perf_counter() - started,
+        "seconds": {
+            "load": loaded - loading,
+            "prepare": prepared - loaded,
+            "sampling": sum(trainer.epoch_sampling_seconds),
+            "train": sum(trainer.epoch_train_seconds) - sum(trainer.epoch_sampling_seconds),
+            "valid": sum(trainer.epoch_valid_seconds),
+            "test": tested - testing,
+        },
         "checkpoint": trainer.saved_model_file if saved else None,
     }
+    if isinstance(train_data.negative_sampler, SemanticNegativeSampler):
+        result["semantic_negatives"] = train_data.negative_sampler.describe()
     logger.info(f"best valid ({config['valid_metric']}) at epoch {trainer.best_epoch}: {best_valid_result}")
     logger.info(f"test result: {test_result}")
     if config["results_dir"]:
@@ -119,7 +164,7 @@ def load_data_and_model(model_file: str | os.PathLike):
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     data = load_dataset(config)
-    train_data, valid_data, test_data = prepare_data(config, data)
+    train_data, valid_data, test_data = prepare_run_data(config, data)
     init_seed(config["seed"], config["reproducibility"])
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     recommender.load_state_dict(checkpoint["state_dict"])

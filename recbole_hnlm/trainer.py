@@ -11,7 +11,7 @@ from recbole.utils import get_trainer
 
 
 class EpochRecordMixin:
-    """Records seconds spent in each training epoch and the validation score after each evaluation.
+    """Records the seconds of each training epoch, of its negative sampling and of each validation, and the scores.
 
     It also trains with the negative sampler's own loss where the sampler has one (mixing samplers).
     """
@@ -22,17 +22,29 @@ class EpochRecordMixin:
         name = f"{config['model']}-{config['neg_sampler']}-{config['dataset']}-{strftime('%Y%m%d-%H%M%S')}"
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}-{uuid.uuid4().hex[:8]}.pth")
         self.epoch_train_seconds: list[float] = []
+        self.epoch_sampling_seconds: list[float] = []
+        self.epoch_valid_seconds: list[float] = []
         self.valid_scores: list[tuple[int, float]] = []
+        self.last_valid_result: dict[str, float] = {}
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = perf_counter()
+        sampling_before = getattr(train_data, "sampling_seconds", 0.0)
         sampler = getattr(train_data, "negative_sampler", None)
         if loss_func is None and sampler is not None:
             # Samplers that synthesize negative embeddings bring their own loss; the others return None.
             loss_func = sampler.training_loss(self.model)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.epoch_train_seconds.append(perf_counter() - start)
+        self.epoch_sampling_seconds.append(getattr(train_data, "sampling_seconds", 0.0) - sampling_before)
         return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        start = perf_counter()
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.epoch_valid_seconds.append(perf_counter() - start)
+        self.last_valid_result = {key: float(value) for key, value in valid_result.items()}
+        return valid_score, valid_result
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's fit, also recording (epoch, validation score) pairs."""

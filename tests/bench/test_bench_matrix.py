@@ -1,0 +1,189 @@
+"""The benchmark command on real ml-100k: files written, resume, failures recorded, Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from recbole_hnlm import quick_start
+from recbole_hnlm.bench.__main__ import main
+from recbole_hnlm.bench.matrix import FIRST_SEED, MatrixSpec
+from recbole_hnlm.config import HNLMConfig
+from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.samplers import SAMPLER_REGISTRY, UniformSampler
+
+METRICS = [f"{metric}@{k}" for metric in ("recall", "ndcg", "mrr", "hit") for k in (10, 20)]
+# One epoch at a learning rate at which BPR moves; large batches keep each run to a few seconds.
+FAST = ["--epochs=1", "--learning_rate=0.01", "--train_batch_size=4096"]
+
+
+def read_rows(folder) -> list[dict]:
+    with open(folder / "runs.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def refuse_to_run(**kwargs):
+    raise AssertionError(f"a run started: {kwargs['model']} {kwargs['config_dict']['neg_sampler']}")
+
+
+def test_matrix_writes_runs_table_and_plots_then_resumes_without_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--seeds=2", "--name=small", *FAST]
+    assert main(argv) == 0
+    out = tmp_path / "results" / "small"
+    rows = read_rows(out)
+    assert [(row["sampler"], int(row["seed"])) for row in rows] == [
+        ("uniform", FIRST_SEED),
+        ("dns", FIRST_SEED),
+        ("uniform", FIRST_SEED + 1),
+        ("dns", FIRST_SEED + 1),
+    ]
+    assert all(row["status"] == "ok" and not row["error"] for row in rows)
+    for row in rows:
+        assert all(0 < float(row[metric]) <= 1 for metric in METRICS)
+        assert row["best_epoch"] == "0" and row["epochs_run"] == "1"
+        assert float(row["seconds_per_epoch"]) > 0 and float(row["peak_rss_mb"]) > 100
+        split = sum(
+            float(row[column]) for column in ("load_seconds", "sampling_seconds", "train_seconds", "eval_seconds")
+        )
+        assert split <= float(row["total_seconds"])
+    assert float(rows[1]["sampling_seconds"]) > float(rows[0]["sampling_seconds"])  # DNS scores its candidates
+
+    table = (out / "table.md").read_text()
+    assert "| BPR | uniform | 2 |" in table and "| BPR | dns | 2 |" in table
+    assert "p vs uniform (recall@20)" in table and "ttest_rel" in table and "**" in table
+    assert "Where the time went" in table and "| **total** (4 runs)" in table
+    for plot in ("metric_by_sampler.png", "time_vs_metric.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["made_by"] == "recbole_hnlm.bench" and len(manifest["runs"]) == 4
+    assert len(list((out / "runs").glob("*.json"))) == 4
+    assert "4 run(s) done, 0 skipped" in capsys.readouterr().out
+
+    # Runs after the first reused the loaded dataset; a fresh load gives the same numbers and config hash.
+    fresh = quick_start.run(
+        "BPR",
+        "ml-100k",
+        config_dict={"neg_sampler": "dns", "seed": FIRST_SEED + 1, "results_dir": None, "torch_threads": 1},
+        cmd_args=FAST,
+    )
+    assert fresh["config_hash"] == rows[3]["config_hash"]
+    assert {metric: float(rows[3][metric]) for metric in METRICS} == fresh["test_result"]
+
+    monkeypatch.setattr(quick_start, "run", refuse_to_run)
+    assert main(argv) == 0
+    assert read_rows(out) == rows
+    assert "0 run(s) done, 4 skipped as finished" in capsys.readouterr().out
+
+
+class ExplodingSampler(UniformSampler):
+    """Fails on the first batch, as a bug in a sampler would."""
+
+    name = "exploding_for_test"
+
+    def sample(self, user_ids, item_ids, num, model=None):
+        raise RuntimeError("sampler blew up")
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish_and_it_is_retried(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(SAMPLER_REGISTRY, ExplodingSampler.name, ExplodingSampler)
+    argv = ["--models=BPR", f"--samplers={ExplodingSampler.name},uniform", "--datasets=ml-100k", "--name=broken", *FAST]
+    assert main(argv) == 1
+    out = tmp_path / "results" / "broken"
+    failed, finished = read_rows(out)
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: sampler blew up"
+    assert failed["recall@20"] == "" and failed["config_hash"]
+    assert finished["status"] == "ok" and float(finished["recall@20"]) > 0
+    assert "sampler blew up" in (out / "errors.log").read_text()
+    assert "| BPR | uniform | 1 |" in (out / "table.md").read_text()
+    assert "1 failed (see errors.log)" in capsys.readouterr().out
+
+    started = []
+    real_run = quick_start.run
+    monkeypatch.setattr(quick_start, "run", lambda **kwargs: started.append(kwargs) or real_run(**kwargs))
+    assert main(argv) == 1
+    assert [kwargs["config_dict"]["neg_sampler"] for kwargs in started] == [ExplodingSampler.name]
+    assert len(read_rows(out)) == 2
+
+
+def test_ctrl_c_leaves_a_whole_runs_file_and_the_command_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def first_finishes_then_ctrl_c(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        config = HNLMConfig(
+            kwargs["model"], kwargs["dataset"], kwargs["config_file_list"], kwargs["config_dict"], kwargs["cmd_args"]
+        )
+        seconds = {"load": 0.1, "prepare": 0.1, "sampling": 0.1, "train": 0.5, "valid": 0.1, "test": 0.1}
+        return {
+            "test_result": {"recall@20": 0.25},
+            "best_epoch": 0,
+            "epoch_train_seconds": [0.6],
+            "total_seconds": 1.2,
+            "seconds": seconds,
+            "config_hash": quick_start.config_fingerprint(config),
+        }
+
+    monkeypatch.setattr(quick_start, "run", first_finishes_then_ctrl_c)
+    argv = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--name=stopped", "--epochs=1"]
+    assert main(argv) == 130
+    assert "the same command resumes" in capsys.readouterr().err
+    out = tmp_path / "results" / "stopped"
+    (row,) = read_rows(out)
+    assert row["sampler"] == "uniform" and row["recall@20"] == "0.25"
+    assert not list(out.glob("*.tmp"))
+
+    calls.clear()
+    assert main(argv) == 0  # the interrupted run (now the first call) runs again; the finished one is skipped
+    assert [kwargs["config_dict"]["neg_sampler"] for kwargs in calls] == ["dns"]
+    assert [row["sampler"] for row in read_rows(out)] == ["uniform", "dns"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models=BPR", "--samplers=uniform,nope"], "Unknown sampler 'nope'. Valid samplers: ahns,"),
+        (["--models=BPR,NoSuchModel", "--samplers=uniform"], "Unknown model 'NoSuchModel'"),
+        (["--models=Pop", "--samplers=uniform"], "Model 'Pop' cannot be trained with a negative sampler"),
+        (["--models=BPR", "--samplers=uniform", "--datasets=ml-100k,ml-1m"], "Dataset 'ml-1m' not found"),
+        (["--models=BPR", "--samplers=uniform,dns_mn", "--dns_top_n=99"], "dns_top_n=99 is invalid"),
+        (
+            ["--models=BPR", "--samplers=uniform", "--seed=3"],
+            "sets 'seed', which the matrix sets per run. Fix: use --seeds",
+        ),
+        (["--models=BPR", "--samplers=uniform", "--seeds=0"], "seeds=0 runs nothing"),
+        (["--models=BPR"], "no samplers given"),
+    ],
+)
+def test_bad_matrices_are_refused_before_any_run(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(quick_start, "run", refuse_to_run)
+    if not any(arg.startswith("--datasets=") for arg in argv):
+        argv = [*argv, "--datasets=ml-100k"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_matrix_yaml_lists_the_same_as_the_command_line(tmp_path):
+    matrix = tmp_path / "paper.yaml"
+    matrix.write_text(
+        "models: [BPR, LightGCN]\nsamplers: [uniform, dns]\ndatasets: [ml-100k]\nseeds: 3\n"
+        "settings: {epochs: 5, learning_rate: 1e-3}\n"
+    )
+    spec = MatrixSpec.from_sources(str(matrix))
+    assert spec.name == "paper" and spec.seeds == [FIRST_SEED, FIRST_SEED + 1, FIRST_SEED + 2]
+    assert spec.settings == {"epochs": 5, "learning_rate": 0.001}  # read as RecBole reads its YAML
+    cli = MatrixSpec.from_sources(models="BPR,LightGCN", samplers="uniform,dns", datasets="ml-100k", seeds="3")
+    assert spec.cells() == cli.cells() and len(cli.cells()) == 12
+    assert MatrixSpec.from_sources(str(matrix), seeds="1,5").seeds == [1, 5]
+
+    matrix.write_text("models: [BPR]\nsamplers: [uniform]\ndatasets: [ml-100k]\nepochs: 5\n")
+    with pytest.raises(ConfigurationError, match="unknown key\\(s\\) epochs.*settings:"):
+        MatrixSpec.from_sources(str(matrix))
