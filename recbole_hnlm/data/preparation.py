@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from recbole.data import create_dataset
 from recbole.data.utils import create_samplers, get_dataloader
+from recbole.utils import init_seed
 
 from recbole_hnlm.data.atomic_files import check_dataset_files
 from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
@@ -45,9 +46,17 @@ def _check_held_out_ids(config, built_datasets) -> None:
 def prepare_data(config, dataset):
     """Split ``dataset`` as configured and build the train, validation and test dataloaders.
 
-    The same steps as RecBole's ``data_preparation``, with the plugin's sampler in the train dataloader.
+    The same steps as RecBole's ``data_preparation``, with the plugin's sampler in the train dataloader;
+    ``split_seed`` (when set) fixes the random split whatever ``seed`` is.
     """
+    split_seed = config["split_seed"]
+    if split_seed is not None:
+        # RecBole draws its random split (ordering RO) from torch's generator: seed it on its own, then hand the
+        # rest of the run back to ``seed``, so that runs over several seeds can share one split (and its LLM cache).
+        init_seed(split_seed, config["reproducibility"])
     built_datasets = dataset.build()
+    if split_seed is not None:
+        init_seed(config["seed"], config["reproducibility"])
     if config["benchmark_filename"]:
         _check_held_out_ids(config, built_datasets)
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built_datasets)

@@ -1,7 +1,8 @@
 """The cache folder of one (dataset, backend, model, prompts): manifest, shard files and memory-mapped vectors.
 
-Layout of ``<llm_cache_dir>/<dataset>/<backend>-<model>-<profile prompts' hash>/`` (``template-rules-v1`` for
-the template backend)::
+Layout of ``<llm_cache_dir>/<dataset>/<backend>-<model>-<profile prompts' hash>/split-<training split hash>/``
+(``template-rules-v1`` for the template backend; one folder per training split, since RecBole's random splits
+follow the seed, and a new split's folder copies the item profiles of a sibling made with the same settings)::
 
     manifest.json                what made the cache, from what input, with which settings; stage summaries
     item_tokens.txt              RecBole item token of each internal id (row i of every item array is id i)

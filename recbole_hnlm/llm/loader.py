@@ -87,6 +87,18 @@ class SemanticCache:
         return SemanticNegatives(np.asarray(self.neighbour_ids[rows]), generated_ids, generated_vectors, has_generated)
 
 
+def split_sha256_of(train_dataset) -> str:
+    """The sha256 of a RecBole training split's (user, item) pairs in token terms (names its cache folder)."""
+    iid, uid = train_dataset.iid_field, train_dataset.uid_field
+    item_tokens = np.asarray(train_dataset.field2id_token[iid])
+    user_tokens = np.asarray(train_dataset.field2id_token[uid])
+    keys = np.unique(
+        train_dataset.inter_feat[uid].numpy().astype(np.int64) * len(item_tokens)
+        + train_dataset.inter_feat[iid].numpy()
+    )
+    return train_split_sha256(item_tokens, user_tokens, keys)
+
+
 def load_semantic_cache(
     config, train_dataset, held_out_datasets: list | None = None, build: bool = True, expected_dim: int | None = None
 ) -> SemanticCache:
@@ -105,7 +117,7 @@ def load_semantic_cache(
         return open_encoded_cache(config, train_dataset, expected_dim)
     settings = LLMSettings.from_config(config)
     generator = generator_identity(settings)
-    folder = CacheFolder(cache_folder_path(settings, config["dataset"], generator))
+    folder = CacheFolder(cache_folder_path(settings, config["dataset"], generator, split_sha256_of(train_dataset)))
     manifest = folder.read_manifest()
     wanted = negatives_recipe(settings, manifest.get("embedding"), generator["backend"] != "template")
     if build and not (manifest.get("stages", {}).get("negatives_complete") and read_recipe(folder) == wanted):
@@ -124,20 +136,14 @@ def open_checked(
         )
     folder = CacheFolder(path)
     manifest = folder.read_manifest()
-    iid, uid = train_dataset.iid_field, train_dataset.uid_field
-    item_tokens = np.asarray(train_dataset.field2id_token[iid])
-    user_tokens = np.asarray(train_dataset.field2id_token[uid])
-    n_items = len(item_tokens)
-    keys = np.unique(
-        train_dataset.inter_feat[uid].numpy().astype(np.int64) * n_items + train_dataset.inter_feat[iid].numpy()
-    )
+    item_tokens = np.asarray(train_dataset.field2id_token[train_dataset.iid_field])
     inputs = manifest.get("inputs", {})
     differences = []
     if manifest.get("dataset") != dataset:
         differences.append(f"dataset: cached {manifest.get('dataset')!r}, asked {dataset!r}")
     if inputs.get("item_tokens_sha256") != tokens_sha256(item_tokens):
         differences.append("item ids (RecBole's token-to-id map differs)")
-    elif inputs.get("train_split_sha256") != train_split_sha256(item_tokens, user_tokens, keys):
+    elif inputs.get("train_split_sha256") != split_sha256_of(train_dataset):
         differences.append("training split (other eval_args, seed or filtering)")
     if differences:
         raise CacheMismatchError(mismatch_message(Path(path), differences))

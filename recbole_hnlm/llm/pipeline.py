@@ -21,7 +21,7 @@ from recbole_hnlm.llm.backends import (
     installed_package_folder,
     local_model_path,
 )
-from recbole_hnlm.llm.cache import CACHE_FORMAT, CacheFolder, safe_name, write_text_atomic
+from recbole_hnlm.llm.cache import CACHE_FORMAT, IDENTITY_SECTIONS, MANIFEST, CacheFolder, safe_name, write_text_atomic
 from recbole_hnlm.llm.catalogue import Catalogue
 from recbole_hnlm.llm.negatives import build_negatives
 from recbole_hnlm.llm.profiles import build_profiles
@@ -57,16 +57,61 @@ def generator_identity(settings: LLMSettings) -> dict:
     return OpenAIChatGenerator(settings.backend.split(":", 1)[1], settings).describe()
 
 
-def cache_folder_path(settings: LLMSettings, dataset: str, generator: dict) -> Path:
+def cache_base_path(settings: LLMSettings, dataset: str, generator: dict) -> Path:
     """``<llm_cache_dir>/<dataset>/<backend>-<model>[-<profile prompts' hash>]`` (template uses no prompt).
 
     The negative prompt's hash names the subfolder of the LLM-written negatives instead, so editing it keeps the
-    (far costlier) profiles.
+    (far costlier) profiles. Each training split gets its own folder below this one (``cache_folder_path``).
     """
     name = f"{generator['backend']}-{safe_name(generator['model'])[:60]}"
     if generator["backend"] != "template":
         name += f"-{prompt_hash(settings.prompt_folder, PROFILE_PROMPTS)}"
     return settings.cache_root / safe_name(dataset) / name
+
+
+def cache_folder_path(settings: LLMSettings, dataset: str, generator: dict, train_split_sha256: str) -> Path:
+    """``<cache_base_path>/split-<first 12 hex digits of the training split's sha256>``.
+
+    User profiles (written from training histories) and negatives depend on the split, which RecBole's random
+    splits draw from ``seed``: each split has its own folder, so runs with other seeds never clash. Item profiles
+    do not depend on it; a new split's folder copies them from a sibling (``reuse_item_profiles``).
+    """
+    return cache_base_path(settings, dataset, generator) / f"split-{train_split_sha256[:12]}"
+
+
+def reuse_item_profiles(folder: CacheFolder, identity: dict) -> int:
+    """Copy item-profile shards missing in ``folder`` from a sibling split folder made with the same settings.
+
+    Siblings qualify when every identity section matches except the split-dependent inputs (the training pairs)
+    and the seed; the same items, item file, backend, prompts and generation settings give the same item answers
+    (a retried answer keeps the sibling's seeded sample). Returns the
+    number of shard files copied (each written atomically, so a crash leaves whole shards only).
+    """
+    split_keys = {"train_split_sha256", "n_train_pairs"}
+
+    def split_free(sections: dict) -> dict:
+        inputs = {key: value for key, value in (sections.get("inputs") or {}).items() if key not in split_keys}
+        # The seed drives only retry sampling and the negatives' budget order; an item's answer does not depend on
+        # the training seed that drew the split.
+        generation = {key: value for key, value in (sections.get("generation") or {}).items() if key != "seed"}
+        kept = {section: sections.get(section) for section in IDENTITY_SECTIONS}
+        return {**kept, "inputs": inputs, "generation": generation}
+
+    wanted = split_free(identity)
+    target = folder.path / "profiles" / "items"
+    copied = 0
+    for sibling in sorted(folder.path.parent.glob("split-*")):
+        if sibling == folder.path or not (sibling / MANIFEST).is_file():
+            continue
+        if split_free(CacheFolder(sibling).read_manifest()) != wanted:
+            continue
+        for shard in sorted((sibling / "profiles" / "items").glob("shard-*.jsonl")):
+            if not (target / shard.name).is_file():
+                write_text_atomic(target / shard.name, shard.read_text(encoding="utf-8"))
+                copied += 1
+    if copied:
+        logger.info(f"reused {copied} item-profile shard(s) from other splits' folders beside {folder.path}")
+    return copied
 
 
 def cache_identity(settings: LLMSettings, catalogue: Catalogue, generator: dict) -> dict:
@@ -111,8 +156,11 @@ def build_semantic_cache(
     generator_id = generator_identity(settings)
     uses_llm = generator_id["backend"] != "template"
     prompts = read_prompts(settings.prompt_folder) if uses_llm else {}
-    folder = CacheFolder(cache_folder_path(settings, catalogue.dataset, generator_id))
-    manifest = folder.claim(cache_identity(settings, catalogue, generator_id))
+    split_sha = catalogue.input_fingerprint["train_split_sha256"]
+    folder = CacheFolder(cache_folder_path(settings, catalogue.dataset, generator_id, split_sha))
+    identity = cache_identity(settings, catalogue, generator_id)
+    manifest = folder.claim(identity)
+    reuse_item_profiles(folder, identity)
     folder.check_embedding(manifest, embedding_model_name(settings))
     logger.info(f"LLM cache {folder.path} (llm={settings.backend}, embeddings={settings.embedding_model})")
     if workers is not None:

@@ -75,6 +75,10 @@ class LLMSettings:
         """Read the settings from a RecBole Config (or a dict of Config keys), falling back to ``llm.yaml``."""
         given = getattr(config, "final_config_dict", config)
         values = {field.name: given[config_key(field.name)] for field in fields(cls) if config_key(field.name) in given}
+        if given.get("split_seed") is not None:
+            # The LLM cache belongs to a training split: with the split fixed, so are its retries and budget order,
+            # and runs over several training seeds share one cache.
+            values["seed"] = given["split_seed"]
         return cls.from_dict(values)
 
     @classmethod

@@ -12,7 +12,7 @@ from llm_testdata import SMOLLM2, TINY, cache_files, load_split, write_tiny_ml10
 from recbole_hnlm.errors import CacheMismatchError
 from recbole_hnlm.llm import build_semantic_cache, load_semantic_cache
 from recbole_hnlm.llm.backends import MINILM_PACKAGE, TextEmbedder, installed_package_folder
-from recbole_hnlm.llm.cache import fill_array_in_chunks
+from recbole_hnlm.llm.cache import CacheFolder, fill_array_in_chunks
 
 
 class Crash(RuntimeError):
@@ -37,7 +37,7 @@ def test_resume_after_a_crash_gives_the_same_cache(tiny_config, tiny_split, reus
     monkeypatch.setattr(reuse_smollm2, "generate", crash_on_third_call)
     with pytest.raises(Crash):
         build_semantic_cache(config, train, held_out)
-    resumed = straight.parent.parent.parent / "b" / TINY / straight.name
+    resumed = straight.parents[3] / "b" / TINY / straight.parent.name / straight.name
     saved_before = len(list((resumed / "profiles" / "items").glob("shard-*.jsonl")))
     assert 1 <= saved_before < 5 and not list(resumed.rglob("*.tmp"))
     monkeypatch.setattr(reuse_smollm2, "generate", real_generate)
@@ -90,7 +90,7 @@ def test_a_cache_of_another_dataset_is_refused(tiny_config, tiny_split, tiny_roo
     other_config, other_train, other_held_out = load_split(
         "ml-100k-tiny2", data_path=str(tiny_root), llm="template", llm_cache_dir=str(tmp_path / "cache")
     )
-    copied = made.parent.parent / "ml-100k-tiny2" / made.name
+    copied = made.parents[2] / "ml-100k-tiny2" / made.parent.name / made.name  # same split, another dataset's name
     shutil.copytree(made, copied)
     with pytest.raises(
         CacheMismatchError,
@@ -121,3 +121,32 @@ def test_vectors_of_another_embedding_size_are_refused(tiny_config, tiny_split, 
         CacheMismatchError, match=rf"{made} holds vectors from.*asks for 'all-MiniLM-L6-v2' \(128-d\).*Fix: delete"
     ):
         build_semantic_cache(tiny_config(llm="template", llm_embedding_model=str(renamed)), train, held_out)
+
+
+def test_each_seeds_split_gets_its_own_folder_and_reuses_the_item_profiles(tiny_root, tmp_path, monkeypatch):
+    # RecBole's random split follows the seed: a run with another seed must neither be refused nor overwrite the
+    # first split's user profiles and negatives, and must not pay for the (split-free) item profiles again.
+    from recbole_hnlm.llm import pipeline
+
+    copied = []
+    real_reuse = pipeline.reuse_item_profiles
+    monkeypatch.setattr(pipeline, "reuse_item_profiles", lambda *args: copied.append(real_reuse(*args)) or copied[-1])
+    cache_dir = str(tmp_path / "cache")
+    folders = []
+    for seed in (2020, 7):
+        config, train, held_out = load_split(
+            TINY, data_path=str(tiny_root), llm="template", llm_cache_dir=cache_dir, llm_shard_size=4, seed=seed
+        )
+        folders.append(build_semantic_cache(config, train, held_out))
+        opened = load_semantic_cache(config, train, held_out, build=False)
+        assert opened.folder.path == folders[-1]
+    first, second = folders
+    assert first != second and first.parent == second.parent
+    assert (
+        CacheFolder(first).read_manifest()["inputs"]["train_split_sha256"]
+        != (CacheFolder(second).read_manifest()["inputs"]["train_split_sha256"])
+    )
+    assert copied[0] == 0 and copied[1] == len(list((first / "profiles" / "items").glob("shard-*.jsonl"))) > 0
+    for shard in (first / "profiles" / "items").glob("shard-*.jsonl"):
+        assert (second / "profiles" / "items" / shard.name).read_bytes() == shard.read_bytes()
+    assert (first / "negatives" / "pair_keys.npy").read_bytes() != (second / "negatives" / "pair_keys.npy").read_bytes()

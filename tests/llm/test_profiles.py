@@ -17,7 +17,8 @@ def test_template_profiles_and_their_manifest(tiny_config, tiny_split):
     config = tiny_config(llm="template")
     _, train, held_out = tiny_split
     folder = build_semantic_cache(config, train, held_out, stages=("profiles",))
-    assert folder.name == "template-rules-v1" and folder.parent.name == TINY
+    assert folder.parent.name == "template-rules-v1" and folder.parent.parent.name == TINY
+    assert folder.name == f"split-{CacheFolder(folder).read_manifest()['inputs']['train_split_sha256'][:12]}"
     items = [record for path in sorted((folder / "profiles" / "items").glob("*.jsonl")) for record in read_jsonl(path)]
     assert [record["id"] for record in items] == list(range(1, train.item_num))
     toy_story = next(record for record in items if record["token"] == "1")
@@ -55,7 +56,7 @@ def test_smollm2_profiles_record_answers_and_failures(tiny_config, tiny_split, r
     config = tiny_config(**SMOLLM2, llm_cache_dir=smollm2_cache_dir)
     _, train, held_out = tiny_split
     folder = build_semantic_cache(config, train, held_out, stages=("profiles",))
-    assert folder.name.startswith("smollm2-SmolLM2-135M-Instruct.Q4_1-")
+    assert folder.parent.name.startswith("smollm2-SmolLM2-135M-Instruct.Q4_1-")
     settings = LLMSettings.from_config(config)
     cache = CacheFolder(folder)
     items = item_store(cache, settings).read(train.item_num - 1)
