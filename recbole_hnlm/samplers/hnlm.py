@@ -108,7 +108,8 @@ class SemanticNegativeSampler(NegativeSampler):
         if config["hnlm_negative_source"] != "neighbour" and writes_none:
             raise ConfigurationError(
                 f"hnlm_negative_source={config['hnlm_negative_source']} needs LLM-written negatives, but llm=template "
-                "writes none. Fix: --llm=smollm2 (or another LLM backend), or --hnlm_negative_source=neighbour."
+                "writes none. Fix: --llm=smollm2 (or another LLM backend), --hnlm_encoder=untuned|finetuned (vectors "
+                "of python -m recbole_hnlm.finetune chain), or --hnlm_negative_source=neighbour."
             )
         adapter_class_for(config["backbone"]).validate_config(config)
 
