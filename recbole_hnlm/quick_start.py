@@ -158,12 +158,15 @@ def run(
     return result
 
 
-def load_data_and_model(model_file: str | os.PathLike):
-    """Reload a checkpoint written by ``run``: (config, model, dataset, train, valid, test)."""
+def load_data_and_model(model_file: str | os.PathLike, dataset_loader: Callable = load_dataset):
+    """Reload a checkpoint written by ``run``: (config, model, dataset, train, valid, test).
+
+    ``dataset_loader(config)`` returns the loaded dataset, as for ``run`` (the benchmark reuses its loaded copy).
+    """
     checkpoint = load_recbole_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
-    data = load_dataset(config)
+    data = dataset_loader(config)
     train_data, valid_data, test_data = prepare_run_data(config, data)
     init_seed(config["seed"], config["reproducibility"])
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])

@@ -7,6 +7,8 @@ Example: python -m recbole_hnlm.bench --models=BPR,LightGCN --samplers=uniform,d
 name, models, samplers, datasets, seeds, config_files and settings (a mapping of config overrides).
 Rerunning a command skips the runs it finished (matched by config hash and seed) and retries failed ones.
 Runs use one torch thread each (comparable seconds per epoch, no oversubscription); --torch_threads=N changes it.
+--subgroups (or subgroups: true in the YAML) adds test Recall@20 and NDCG@20 of sparse users and long-tail items
+(recbole_hnlm/bench/subgroups.py) to runs.csv and table.md; finished runs without them are run again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="results folder name (default: the YAML's name or 'matrix')")
     parser.add_argument("--out", default=None, help="results folder (default: results/<name>)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files for every run")
+    parser.add_argument("--subgroups", action="store_true", help="add sparse-user and long-tail test metrics")
     parser.add_argument("--verbose", action="store_true", help="RecBole's per-epoch log and library warnings")
     args, overrides = parser.parse_known_args(argv)
     try:
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             cmd_args=overrides or None,
             config_files=args.config_files.split() if args.config_files else None,
+            subgroups=True if args.subgroups else None,
         )
         outcome = run_matrix(
             spec, args.out, verbose=args.verbose, command=shlex.join(["python", "-m", "recbole_hnlm.bench", *argv])

@@ -14,7 +14,7 @@ from recbole_hnlm.tuning.space import read_settings_yaml
 FIRST_SEED = 2020
 # Config keys that the matrix sets per cell, and the option that sets them.
 AXIS_OPTIONS = {"model": "--models", "dataset": "--datasets", "neg_sampler": "--samplers", "seed": "--seeds"}
-_YAML_KEYS = ("name", "models", "samplers", "datasets", "seeds", "settings", "config_files")
+_YAML_KEYS = ("name", "models", "samplers", "datasets", "seeds", "settings", "config_files", "subgroups")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class MatrixSpec:
     """What to run: every (model, sampler, dataset, seed), with ``settings`` then ``cmd_args`` on top of each.
 
     ``settings`` are typed config values (a matrix YAML's ``settings:``); ``cmd_args`` are ``--key=value``
-    strings from the command line, which win, as they do for a single run.
+    strings from the command line, which win, as they do for a single run. ``subgroups`` adds the sparse-user and
+    long-tail test metrics of ``recbole_hnlm.bench.subgroups`` to every run's row.
     """
 
     models: list[str]
@@ -84,10 +85,13 @@ class MatrixSpec:
     settings: dict = field(default_factory=dict)
     cmd_args: list[str] = field(default_factory=list)
     config_files: list[str] = field(default_factory=list)
+    subgroups: bool = False
 
     def __post_init__(self) -> None:
         _check_no_axis_keys(self.settings, "The matrix's settings")
         _check_no_axis_keys((arg[2:].partition("=")[0] for arg in self.cmd_args), "A command-line override")
+        if not isinstance(self.subgroups, bool):
+            raise ConfigurationError(f"subgroups must be true or false, e.g. subgroups: true; got {self.subgroups!r}.")
         if not self.name or Path(self.name).name != self.name:
             raise ConfigurationError(f"--name={self.name!r} must be a plain folder name, e.g. --name=ml100k-small.")
 
@@ -117,6 +121,7 @@ class MatrixSpec:
             settings=dict(values.get("settings") or {}),
             cmd_args=list(values.get("cmd_args") or []),
             config_files=[str(Path(file).resolve()) for file in config_files],
+            subgroups=values.get("subgroups", False),
         )
 
     def cells(self) -> list[BenchCell]:
@@ -163,6 +168,7 @@ class MatrixSpec:
             "settings": self.settings,
             "cmd_args": self.cmd_args,
             "config_files": self.config_files,
+            "subgroups": self.subgroups,
         }
 
 

@@ -21,6 +21,7 @@ from recbole_hnlm.bench.matrix import BenchCell, MatrixSpec
 from recbole_hnlm.bench.memory import peak_memory
 from recbole_hnlm.bench.report import write_report
 from recbole_hnlm.bench.runs_file import RunsFile
+from recbole_hnlm.bench.subgroups import checkpoint_subgroup_metrics, subgroup_columns
 from recbole_hnlm.quick_start import config_fingerprint, write_json_atomic
 
 
@@ -33,6 +34,7 @@ def _run_row(cell: BenchCell, result: dict, memory: dict) -> dict:
         "dataset": cell.dataset,
         "seed": cell.seed,
         **result["test_result"],
+        **result.get("subgroup_metrics", {}),
         "best_epoch": result["best_epoch"],
         "epochs_run": len(epochs),
         "seconds_per_epoch": round(statistics.fmean(epochs), 4) if epochs else None,
@@ -93,7 +95,7 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
         configs = spec.configs(defaults)
         hashes = {cell: config_fingerprint(config) for cell, config in configs.items()}
         runs = RunsFile(out_dir / "runs.csv")
-        finished = runs.finished()
+        finished = runs.finished(tuple(subgroup_columns()) if spec.subgroups else ())
         todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
         write_json_atomic(out_dir / "manifest.json", _manifest(spec, hashes, command))
         cache = LoadedDatasetCache()
@@ -137,6 +139,9 @@ def _run_cell(
     with peak_memory() as memory:
         try:
             result = quick_start.run(**spec.run_arguments(cell, defaults), dataset_loader=cache)
+            if spec.subgroups:
+                metrics = checkpoint_subgroup_metrics(result["checkpoint"], dataset_loader=cache)
+                result["subgroup_metrics"] = {column: metrics[column] for column in subgroup_columns()}
         except Exception as error:  # a failed run must not stop the others; its traceback goes to errors.log
             failure = error
             with open(out_dir / "errors.log", "a", encoding="utf-8") as log:

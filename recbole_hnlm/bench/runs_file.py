@@ -58,9 +58,13 @@ class RunsFile:
         """How a run is recognised on resume."""
         return str(config_hash), str(seed)
 
-    def finished(self) -> set[tuple[str, str]]:
-        """Keys of the runs that completed (failed runs are run again)."""
-        return {self.key(row["config_hash"], row["seed"]) for row in self.rows if row["status"] == "ok"}
+    def finished(self, required: tuple[str, ...] = ()) -> set[tuple[str, str]]:
+        """Keys of the runs that completed with every ``required`` column filled (the others are run again)."""
+        return {
+            self.key(row["config_hash"], row["seed"])
+            for row in self.rows
+            if row["status"] == "ok" and all(row.get(column) for column in required)
+        }
 
     def record(self, row: dict) -> None:
         """Add ``row`` (or replace the row of the same run) and write the file."""
