@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
-
-from recbole_hnlm.config import DEFAULT_DATA_PATH
+from ml100k_slices import write_ml100k_slice
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -17,19 +15,7 @@ QUIET = {"state": "ERROR", "show_progress": False}
 
 def write_tiny_ml100k(root: Path, name: str = TINY) -> Path:
     """Real ml-100k rows of items 1-30 and the 12 first users with 8-15 of them, with their real features."""
-    source = DEFAULT_DATA_PATH / "ml-100k"
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    inter = pd.read_csv(source / "ml-100k.inter", sep="\t", dtype=str)
-    inter = inter[inter["item_id:token"].astype(int) <= 30]
-    counts = inter.groupby("user_id:token").size()
-    users = sorted(counts[(counts >= 8) & (counts <= 15)].index, key=int)[:12]
-    inter[inter["user_id:token"].isin(users)].to_csv(folder / f"{name}.inter", sep="\t", index=False)
-    items = pd.read_csv(source / "ml-100k.item", sep="\t", dtype=str, keep_default_na=False)
-    items[items["item_id:token"].astype(int) <= 30].to_csv(folder / f"{name}.item", sep="\t", index=False)
-    people = pd.read_csv(source / "ml-100k.user", sep="\t", dtype=str, keep_default_na=False)
-    people[people["user_id:token"].isin(users)].to_csv(folder / f"{name}.user", sep="\t", index=False)
-    return folder
+    return write_ml100k_slice(root, name, max_item=30, history=(8, 15), n_users=12)
 
 
 def tiny_settings(data_path: str, cache_dir: str, **overrides) -> dict:

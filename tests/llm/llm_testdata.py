@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
+from ml100k_slices import write_ml100k_slice
 from recbole.utils import init_seed
 
-from recbole_hnlm.config import DEFAULT_DATA_PATH, HNLMConfig
+from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,19 +23,7 @@ RUN_FIELDS = ("seconds_last_run", "units_answered_last_run", "units_per_minute_l
 
 def write_tiny_ml100k(root: Path, name: str = TINY) -> Path:
     """Real ml-100k rows of items 1-20 and 8 users with 6-12 of them, with the items' and users' real features."""
-    source = DEFAULT_DATA_PATH / "ml-100k"
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    inter = pd.read_csv(source / "ml-100k.inter", sep="\t", dtype=str)
-    inter = inter[inter["item_id:token"].astype(int) <= 20]
-    counts = inter.groupby("user_id:token").size()
-    users = sorted(counts[(counts >= 6) & (counts <= 12)].index, key=int)[:8]
-    inter[inter["user_id:token"].isin(users)].to_csv(folder / f"{name}.inter", sep="\t", index=False)
-    items = pd.read_csv(source / "ml-100k.item", sep="\t", dtype=str, keep_default_na=False)
-    items[items["item_id:token"].astype(int) <= 20].to_csv(folder / f"{name}.item", sep="\t", index=False)
-    people = pd.read_csv(source / "ml-100k.user", sep="\t", dtype=str, keep_default_na=False)
-    people[people["user_id:token"].isin(users)].to_csv(folder / f"{name}.user", sep="\t", index=False)
-    return folder
+    return write_ml100k_slice(root, name, max_item=20, history=(6, 12), n_users=8)
 
 
 def load_split(dataset: str, **settings):
