@@ -120,6 +120,31 @@ def encoder_source(encoder: str) -> EncoderSource:
     return EncoderSource("causal", folder, gguf_file, Path(gguf_file).stem if gguf_file else folder.name)
 
 
+def remove_stale_conversions(folder: Path) -> list[Path]:
+    """Delete ``.<folder name>.tmp-<pid>`` siblings left by conversions whose process has died (about 0.5 GB each).
+
+    A conversion still running in another process keeps its folder. Returns the folders deleted.
+    """
+    removed = []
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
 def dequantised_folder(source: EncoderSource, model_cache: Path) -> Path:
     """A float32 HF folder of a GGUF model under ``model_cache``, converted on first use (loading a GGUF
     dequantises every tensor, about 20-40 s for SmolLM2 on a loaded CPU; the folder loads in about 1 s).
@@ -137,6 +162,7 @@ def dequantised_folder(source: EncoderSource, model_cache: Path) -> Path:
         return folder
     require_package("gguf", f"finetune_encoder={source.name} (a .gguf model)")
     options = {"local_files_only": True, "gguf_file": source.gguf_file}
+    remove_stale_conversions(folder)
     temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     AutoTokenizer.from_pretrained(source.folder, **options).save_pretrained(temporary)

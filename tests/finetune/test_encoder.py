@@ -58,3 +58,22 @@ def test_minilm_encoder_matches_sentence_transformers(minilm_encoder):
 def test_unknown_encoder_path_is_refused(tmp_path):
     with pytest.raises(ModelNotFoundError, match="finetune_encoder"):
         encoder_source(str(tmp_path / "missing"))
+
+
+def test_conversions_left_by_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from recbole_hnlm.finetune.encoder import remove_stale_conversions
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    folder = tmp_path / "SmolLM2"
+    dead = tmp_path / f".SmolLM2.tmp-{dead_pid}"
+    live = tmp_path / f".SmolLM2.tmp-{os.getpid()}"
+    other = tmp_path / ".Other.tmp-1"
+    for path in (dead, live, other):
+        (path / "part").mkdir(parents=True)
+    assert remove_stale_conversions(folder) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()
