@@ -34,7 +34,13 @@ from recbole_hnlm.finetune.mining import profile_texts
 from recbole_hnlm.finetune.settings import FinetuneSettings, encoder_mode
 from recbole_hnlm.llm.cache import CACHE_FORMAT, CacheFolder, fill_array_in_chunks, mismatch_message, open_array
 from recbole_hnlm.llm.catalogue import Catalogue, tokens_sha256, train_split_sha256
-from recbole_hnlm.llm.negatives import false_hard_negative_rates, grounded_ids, negative_units, uniform_rate
+from recbole_hnlm.llm.negatives import (
+    false_hard_negative_rates,
+    grounded_ids,
+    negative_units,
+    uniform_rate,
+    write_neighbour_negatives,
+)
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, USER_VECTORS
 from recbole_hnlm.llm.settings import LLMSettings
 from recbole_hnlm.quick_start import write_json_atomic
@@ -111,17 +117,7 @@ def build_encoded_cache(
     negatives = folder / "negatives"
     keys = catalogue.train_pair_keys()
     pair_users = keys // catalogue.n_items
-    fill_array_in_chunks(negatives / "pair_keys.npy", keys.shape, np.int64, chunk, lambda s, e: keys[s:e], "pair keys")
-    fill_array_in_chunks(
-        negatives / "neighbour_ids.npy",
-        (len(keys), k),
-        np.int32,
-        chunk,
-        lambda s, e: grounded_ids(
-            item_vectors[keys[s:e] % catalogue.n_items].numpy(), pair_users[s:e], item_vectors, catalogue, k
-        ),
-        "neighbour negatives",
-    )
+    write_neighbour_negatives(negatives, catalogue, item_vectors, k, chunk)
     unit_users, unit_items = negative_units(catalogue, "pair", settings.seed)
     n_encoded = len(unit_users) if settings.encode_pairs == 0 else min(settings.encode_pairs, len(unit_users))
     units = np.stack([unit_users[:n_encoded], unit_items[:n_encoded]], axis=1).astype(np.int64)
