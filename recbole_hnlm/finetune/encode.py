@@ -33,7 +33,7 @@ from recbole_hnlm.finetune.encoder import TextEncoder, item_text, query_text, us
 from recbole_hnlm.finetune.mining import profile_texts
 from recbole_hnlm.finetune.settings import FinetuneSettings, encoder_mode
 from recbole_hnlm.llm.cache import CACHE_FORMAT, CacheFolder, fill_array_in_chunks, mismatch_message, open_array
-from recbole_hnlm.llm.catalogue import Catalogue, tokens_sha256, train_split_sha256
+from recbole_hnlm.llm.catalogue import Catalogue
 from recbole_hnlm.llm.negatives import (
     false_hard_negative_rates,
     grounded_ids,
@@ -187,7 +187,7 @@ def open_encoded_cache(config, train_dataset, expected_dim: int | None = None):
     is the chain's ``encode`` stage.
     """
     from recbole_hnlm.finetune.paths import ChainPaths
-    from recbole_hnlm.llm.loader import SemanticCache
+    from recbole_hnlm.llm.loader import SemanticCache, input_differences
 
     mode = encoder_mode(config)
     path = ChainPaths.from_config(config).encoded(mode == "finetuned")
@@ -199,19 +199,7 @@ def open_encoded_cache(config, train_dataset, expected_dim: int | None = None):
             f"recbole_hnlm.finetune {'chain' if mode == 'finetuned' else 'encode --untuned'} --dataset={dataset} with "
             "this run's settings (llm_*, finetune_*, seed), or --hnlm_encoder=none."
         )
-    iid, uid = train_dataset.iid_field, train_dataset.uid_field
-    item_tokens = np.asarray(train_dataset.field2id_token[iid])
-    user_tokens = np.asarray(train_dataset.field2id_token[uid])
-    users = train_dataset.inter_feat[uid].numpy().astype(np.int64)
-    keys = np.unique(users * len(item_tokens) + train_dataset.inter_feat[iid].numpy())
-    inputs = manifest["inputs"]
-    differences = []
-    if manifest.get("dataset") != dataset:
-        differences.append(f"dataset: cached {manifest.get('dataset')!r}, asked {dataset!r}")
-    if inputs.get("item_tokens_sha256") != tokens_sha256(item_tokens):
-        differences.append("item ids (RecBole's token-to-id map differs)")
-    elif inputs.get("train_split_sha256") != train_split_sha256(item_tokens, user_tokens, keys):
-        differences.append("training split (other eval_args, seed or filtering)")
+    differences = input_differences(manifest, dataset, train_dataset)
     if expected_dim is not None and manifest["embedding"]["dim"] != expected_dim:
         differences.append(f"vector size: cached {manifest['embedding']['dim']}, asked {expected_dim}")
     if differences:

@@ -117,16 +117,39 @@ def load_semantic_cache(
         return open_encoded_cache(config, train_dataset, expected_dim)
     settings = LLMSettings.from_config(config)
     generator = generator_identity(settings)
-    folder = CacheFolder(cache_folder_path(settings, config["dataset"], generator, split_sha256_of(train_dataset)))
+    split_sha = split_sha256_of(train_dataset)
+    folder = CacheFolder(cache_folder_path(settings, config["dataset"], generator, split_sha))
     manifest = folder.read_manifest()
     wanted = negatives_recipe(settings, manifest.get("embedding"), generator["backend"] != "template")
     if build and not (manifest.get("stages", {}).get("negatives_complete") and read_recipe(folder) == wanted):
         build_semantic_cache(config, train_dataset, held_out_datasets or [])
-    return open_checked(folder.path, config["dataset"], train_dataset, settings, expected_dim)
+    return open_checked(folder.path, config["dataset"], train_dataset, settings, expected_dim, split_sha)
+
+
+def input_differences(manifest: dict, dataset: str, train_dataset, split_sha: str | None = None) -> list[str]:
+    """What differs between the inputs a cache manifest records and ``dataset`` with this training split.
+
+    ``split_sha`` is ``split_sha256_of(train_dataset)`` when the caller has it already.
+    """
+    item_tokens = np.asarray(train_dataset.field2id_token[train_dataset.iid_field])
+    inputs = manifest.get("inputs", {})
+    differences = []
+    if manifest.get("dataset") != dataset:
+        differences.append(f"dataset: cached {manifest.get('dataset')!r}, asked {dataset!r}")
+    if inputs.get("item_tokens_sha256") != tokens_sha256(item_tokens):
+        differences.append("item ids (RecBole's token-to-id map differs)")
+    elif inputs.get("train_split_sha256") != (split_sha or split_sha256_of(train_dataset)):
+        differences.append("training split (other eval_args, seed or filtering)")
+    return differences
 
 
 def open_checked(
-    path: Path, dataset: str, train_dataset, settings: LLMSettings, expected_dim: int | None = None
+    path: Path,
+    dataset: str,
+    train_dataset,
+    settings: LLMSettings,
+    expected_dim: int | None = None,
+    split_sha: str | None = None,
 ) -> SemanticCache:
     """Open the cache at ``path`` after checking it against ``dataset``, this training split and ``settings``."""
     if not (Path(path) / "manifest.json").is_file():
@@ -136,15 +159,7 @@ def open_checked(
         )
     folder = CacheFolder(path)
     manifest = folder.read_manifest()
-    item_tokens = np.asarray(train_dataset.field2id_token[train_dataset.iid_field])
-    inputs = manifest.get("inputs", {})
-    differences = []
-    if manifest.get("dataset") != dataset:
-        differences.append(f"dataset: cached {manifest.get('dataset')!r}, asked {dataset!r}")
-    if inputs.get("item_tokens_sha256") != tokens_sha256(item_tokens):
-        differences.append("item ids (RecBole's token-to-id map differs)")
-    elif inputs.get("train_split_sha256") != split_sha256_of(train_dataset):
-        differences.append("training split (other eval_args, seed or filtering)")
+    differences = input_differences(manifest, dataset, train_dataset, split_sha)
     if differences:
         raise CacheMismatchError(mismatch_message(Path(path), differences))
     folder.check_embedding(manifest, embedding_model_name(settings), expected_dim)

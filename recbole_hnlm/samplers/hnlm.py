@@ -117,13 +117,8 @@ class SemanticNegativeSampler(NegativeSampler):
         """Build (when ``build`` and missing) and open the LLM cache of this training split; log what it holds."""
         from recbole_hnlm.llm.loader import load_semantic_cache
 
-        # The LLM side sets torch's thread count for embedding (llm_torch_threads); training keeps its own.
-        threads = torch.get_num_threads()
-        started = time.perf_counter()
-        try:
-            self.cache = load_semantic_cache(self.config, self.train_dataset, held_out_datasets, build=build)
-        finally:
-            torch.set_num_threads(threads)
+        started = time.perf_counter()  # building restores torch's thread count itself (llm_torch_threads)
+        self.cache = load_semantic_cache(self.config, self.train_dataset, held_out_datasets, build=build)
         covered = int((np.asarray(self.cache.pair_generated_unit) >= 0).sum())
         if self.source != "neighbour" and covered == 0:
             raise ConfigurationError(
