@@ -148,16 +148,34 @@ def check_candidate_num(config, sampler_name: str) -> None:
 
 
 class CandidatePoolSampler(NegativeSampler):
-    """A sampler that works from ``candidate_num`` uniform candidates per negative."""
+    """A sampler that works from ``candidate_num`` uniform candidates per negative.
+
+    Samplers that hand the pool to the loss (as the ``neg_candidates`` batch field) draw it once per batch:
+    ``sample_from_pool`` draws it and returns its first column as the uniform ``NEG_ITEM_ID``, and
+    ``candidate_pool`` hands the same pool to ``extra_batch_fields``.
+    """
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.candidate_num = int(config["candidate_num"])
+        self.candidate_num = int(config["candidate_num"] or 0)
+        self._pool: np.ndarray | None = None  # drawn by sample_from_pool for the batch being built
 
     @classmethod
     def validate_config(cls, config) -> None:
         """``candidate_num`` must be a positive integer."""
         check_candidate_num(config, cls.name)
+
+    def sample_from_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
+        """Draw the pool of the batch (``candidate_num`` per row); return its first column, shaped (num, batch)."""
+        self._pool = self.draw_uniform(np.tile(user_ids, num), self.candidate_num)  # (candidate_num, num * batch)
+        return torch.from_numpy(self._pool[0].reshape(num, len(user_ids)).copy())
+
+    def candidate_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
+        """The pool ``sample_from_pool`` drew for this batch, ``(num * batch, candidate_num)`` (drawn here if none)."""
+        pool, self._pool = self._pool, None
+        if pool is None or pool.shape[1] != num * len(user_ids):
+            pool = self.draw_uniform(np.tile(user_ids, num), self.candidate_num)
+        return torch.from_numpy(np.ascontiguousarray(pool.T))
 
 
 class ModelScoredSampler(CandidatePoolSampler):

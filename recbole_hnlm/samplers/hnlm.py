@@ -36,7 +36,7 @@ from recbole_hnlm.model.hnlmrec import (
     SEMANTIC_IDS_FIELD,
     SEMANTIC_VECTORS_FIELD,
 )
-from recbole_hnlm.samplers.base import NegativeSampler, check_candidate_num
+from recbole_hnlm.samplers.base import CandidatePoolSampler, check_candidate_num
 
 if TYPE_CHECKING:
     from recbole_hnlm.llm.loader import SemanticCache
@@ -47,7 +47,7 @@ BASE_NEGATIVES = ("uniform", "dns")
 logger = getLogger()
 
 
-class SemanticNegativeSampler(NegativeSampler):
+class SemanticNegativeSampler(CandidatePoolSampler):
     """Uniform ``NEG_ITEM_ID``, optional DNS candidates, and the pair's semantic negatives from the LLM cache.
 
     The cache is opened by ``open_cache``, which ``quick_start`` calls once the split is known (building the cache
@@ -63,10 +63,8 @@ class SemanticNegativeSampler(NegativeSampler):
         self.train_dataset = dataset
         self.source = config["hnlm_negative_source"]
         self.base_negative = config["hnlm_base_negative"]
-        self.candidate_num = int(config["candidate_num"] or 0)
         self.semantic_candidates = int(config["hnlm_semantic_candidates"])
         self.cache: SemanticCache | None = None
-        self._pool: np.ndarray | None = None  # the DNS candidate pool drawn by ``sample`` for its batch
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -161,18 +159,14 @@ class SemanticNegativeSampler(NegativeSampler):
         users = user_ids.numpy()
         if self.base_negative != "dns":
             return torch.from_numpy(self.draw_uniform(users, num))
-        self._pool = self.draw_uniform(np.tile(users, num), self.candidate_num)  # (candidate_num, num * batch)
-        return torch.from_numpy(self._pool[0].reshape(num, len(users)).copy())
+        return self.sample_from_pool(users, num)
 
     def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
         """DNS candidates and semantic negatives, ``num * batch`` rows in the order of RecBole's repeated batch."""
         users = user_ids.numpy()
         fields = {}
         if self.base_negative == "dns":
-            pool, self._pool = self._pool, None
-            if pool is None or pool.shape[1] != num * len(users):  # called without sample(): draw the pool here
-                pool = self.draw_uniform(np.tile(users, num), self.candidate_num)
-            fields[CANDIDATES_FIELD] = torch.from_numpy(np.ascontiguousarray(pool.T))
+            fields[CANDIDATES_FIELD] = self.candidate_pool(users, num)
         found = self.semantic_cache().lookup(users, item_ids.numpy())
         if self.source == "vector":
             fields[SEMANTIC_VECTORS_FIELD] = torch.from_numpy(np.tile(found.generated_vectors, (num, 1)))

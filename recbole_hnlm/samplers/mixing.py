@@ -22,7 +22,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import ClassVar
 
-import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
@@ -83,14 +82,12 @@ class MixingSampler(CandidatePoolSampler):
         adapter_class_for(config["model"]).validate_config(config)
 
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
-        """Uniform negatives for ``NEG_ITEM_ID``; training uses the synthesized ones instead."""
-        return torch.from_numpy(self.draw_uniform(user_ids.numpy(), num))
+        """Uniform negatives for ``NEG_ITEM_ID`` (the pool's first column); training uses the synthesized ones."""
+        return self.sample_from_pool(user_ids.numpy(), num)
 
     def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
         """The candidate pool, ``(num * batch, candidate_num)``, rows in the order of RecBole's repeated batch."""
-        row_users = np.tile(user_ids.numpy(), num)
-        pool = self.draw_uniform(row_users, self.candidate_num)  # (candidate_num, rows)
-        return {self.candidates_field: torch.from_numpy(np.ascontiguousarray(pool.T))}
+        return {self.candidates_field: self.candidate_pool(user_ids.numpy(), num)}
 
     def training_loss(self, model) -> Callable[[Interaction], torch.Tensor]:
         """The model's pairwise loss, on negatives synthesized from each row's candidates."""
