@@ -4,6 +4,8 @@
     python -m recbole_hnlm.llm all       --dataset ml-100k --llm smollm2 --budget 943 --unit user
     python -m recbole_hnlm.llm negatives --dataset ml-100k --llm openai:http://127.0.0.1:8000/v1 --llm_model=m
     python -m recbole_hnlm.llm all       --dataset ml-100k --llm smollm2 --ray_address=local --ray_workers=2
+    python -m recbole_hnlm.llm all       --dataset amazon-office --llm smollm2 --budget 500 \
+        --llm_user_profile_scope=budget   # LLM user profiles for the 500 budget users only
 
 Stages: ``profiles`` (item and user profiles and their vectors), ``negatives`` (builds the profiles first when
 they are missing) and ``all``. Defaults are in ``properties/llm.yaml``; any other setting goes as

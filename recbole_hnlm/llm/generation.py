@@ -97,11 +97,15 @@ def _answer_units(
     settings: LLMSettings,
     bar: tqdm,
 ) -> dict[int, dict]:
-    """The records of ``units``: one LLM answer each (retried while unusable), or rule-written without a model."""
-    if model is None:
-        bar.update(len(units))
-        return {unit: {**describe_unit(unit), "status": "template", "text": compose_text(unit, None)} for unit in units}
-    prompts = {unit: prompt_of(unit) for unit in units}
+    """The records of ``units``: one LLM answer each (retried while unusable), or rule-written without a model.
+
+    A unit whose ``prompt_of`` is None (outside an LLM budget) is rule-written too, with status ``template``.
+    """
+    prompts = {unit: prompt_of(unit) for unit in units} if model is not None else {}
+    ruled = [unit for unit in units if prompts.get(unit) is None]
+    records = {unit: {**describe_unit(unit), "status": "template", "text": compose_text(unit, None)} for unit in ruled}
+    bar.update(len(ruled))
+    units = [unit for unit in units if unit not in records]
     # Shortest prompts together, so left padding wastes little; the order is fixed, so a resumed run batches alike.
     pending = sorted(units, key=lambda unit: (sum(len(m["content"]) for m in prompts[unit].messages), unit))
     raw: dict[int, list[str]] = {unit: [] for unit in units}
@@ -120,7 +124,6 @@ def _answer_units(
         pending = [unit for unit in pending if unit not in answers]
         if not pending:
             break
-    records = {}
     for unit in units:
         answer = answers.get(unit)
         records[unit] = {

@@ -37,6 +37,9 @@ TEMPLATE_RULES = "rules-v1"
 logger = getLogger()
 
 
+USER_SIDE_KEYS = ("seed", "user_profile_scope", "user_profile_budget")
+
+
 def generator_identity(settings: LLMSettings) -> dict:
     """Backend and model of ``settings.backend``, found without loading any weights."""
     kind = backend_kind(settings.backend)
@@ -76,7 +79,11 @@ def cache_folder_path(settings: LLMSettings, dataset: str, generator: dict, trai
     splits draw from ``seed``: each split has its own folder, so runs with other seeds never clash. Item profiles
     do not depend on it; a new split's folder copies them from a sibling (``reuse_item_profiles``).
     """
-    return cache_base_path(settings, dataset, generator) / f"split-{train_split_sha256[:12]}"
+    name = f"split-{train_split_sha256[:12]}"
+    if settings.user_profile_scope == "budget" and generator["backend"] != "template":
+        # Another set of LLM-written user profiles, so another folder; item profiles are copied from siblings.
+        name += f"-llm-users-{settings.negative_unit}-{settings.negative_budget}"
+    return cache_base_path(settings, dataset, generator) / name
 
 
 def reuse_item_profiles(folder: CacheFolder, identity: dict) -> int:
@@ -88,12 +95,14 @@ def reuse_item_profiles(folder: CacheFolder, identity: dict) -> int:
     number of shard files copied (each written atomically, so a crash leaves whole shards only).
     """
     split_keys = {"train_split_sha256", "n_train_pairs"}
+    # The seed drives only retry sampling and the negatives' budget order, and the user-profile scope only whose
+    # profiles the LLM writes: an item's answer depends on neither.
 
     def split_free(sections: dict) -> dict:
         inputs = {key: value for key, value in (sections.get("inputs") or {}).items() if key not in split_keys}
-        # The seed drives only retry sampling and the negatives' budget order; an item's answer does not depend on
-        # the training seed that drew the split.
-        generation = {key: value for key, value in (sections.get("generation") or {}).items() if key != "seed"}
+        generation = {
+            key: value for key, value in (sections.get("generation") or {}).items() if key not in USER_SIDE_KEYS
+        }
         kept = {section: sections.get(section) for section in IDENTITY_SECTIONS}
         return {**kept, "inputs": inputs, "generation": generation}
 
@@ -117,6 +126,7 @@ def reuse_item_profiles(folder: CacheFolder, identity: dict) -> int:
 def cache_identity(settings: LLMSettings, catalogue: Catalogue, generator: dict) -> dict:
     """The manifest sections that must match for a cache folder to be reused."""
     uses_llm = generator["backend"] != "template"
+    budget = {"unit": settings.negative_unit, "budget": settings.negative_budget}
     return {
         "format": CACHE_FORMAT,
         "dataset": catalogue.dataset,
@@ -133,6 +143,12 @@ def cache_identity(settings: LLMSettings, catalogue: Catalogue, generator: dict)
             "description_chars": settings.description_chars,
             "item_fields": settings.item_fields,
             "user_ignore_fields": list(settings.user_ignore_fields),
+            # Only when not "all", so that caches written before the key existed stay valid.
+            **(
+                {"user_profile_scope": settings.user_profile_scope, "user_profile_budget": budget}
+                if uses_llm and settings.user_profile_scope != "all"
+                else {}
+            ),
         },
     }
 

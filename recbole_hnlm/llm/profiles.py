@@ -58,6 +58,14 @@ def user_profile_text(catalogue: Catalogue, user: int, answer: dict | None, sett
     return f"{answer['summary']}{likes} {facts}"
 
 
+def budget_users(catalogue: Catalogue, settings: LLMSettings) -> set[int]:
+    """The users whose negatives the LLM writes under ``llm_negative_budget`` (their profiles feed its prompts)."""
+    from recbole_hnlm.llm.negatives import negative_units  # negatives builds on this module
+
+    unit_users, _ = negative_units(catalogue, settings.negative_unit, settings.seed)
+    return {int(user) for user in unit_users[: settings.negative_budget]}
+
+
 def build_profiles(
     folder: CacheFolder,
     manifest: dict,
@@ -90,8 +98,12 @@ def build_profiles(
     record_stage(stages, "item_profiles", counts, time.perf_counter() - started)
     folder.write_manifest(manifest)
 
+    llm_users = budget_users(catalogue, settings) if settings.user_profile_scope == "budget" else None
+
     def user_prompt(unit: int):
         user = unit + 1
+        if llm_users is not None and user not in llm_users:
+            return None  # outside the negatives' budget: written by rule (status template)
         history = "\n".join(
             f"- {catalogue.item_labels[item]}" for item in catalogue.recent_history(user, settings.history_len)
         )

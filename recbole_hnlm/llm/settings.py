@@ -21,6 +21,7 @@ LLM_DEFAULTS_FILE = PROPERTIES_DIR / "llm.yaml"
 DEFAULT_PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 BACKEND_FORMS = "template, smollm2, hf:<model folder or .gguf file>, openai:<base_url>"
 NEGATIVE_UNITS = ("user", "pair")
+USER_PROFILE_SCOPES = ("all", "budget")
 RECBOLE_DEFAULT_SEED = 2020
 
 
@@ -59,6 +60,7 @@ class LLMSettings:
     api_key_env: str
     prompt_dir: str | None
     history_len: int
+    user_profile_scope: str
     description_chars: int
     item_fields: dict
     user_ignore_fields: list
@@ -117,6 +119,11 @@ class LLMSettings:
         if self.negative_unit not in NEGATIVE_UNITS:
             raise ConfigurationError(
                 f"llm_negative_unit={self.negative_unit!r} is invalid. Valid units: {', '.join(NEGATIVE_UNITS)}."
+            )
+        if self.user_profile_scope not in USER_PROFILE_SCOPES:
+            raise ConfigurationError(
+                f"llm_user_profile_scope={self.user_profile_scope!r} is invalid. Valid scopes: "
+                f"{', '.join(USER_PROFILE_SCOPES)}."
             )
         if self.torch_threads is not None and (not isinstance(self.torch_threads, int) or self.torch_threads < 1):
             raise ConfigurationError(f"llm_torch_threads={self.torch_threads!r} must be an integer >= 1 or ~.")

@@ -10,7 +10,7 @@ from llm_testdata import SMOLLM2, TINY
 from recbole_hnlm.llm import LLMSettings, build_semantic_cache
 from recbole_hnlm.llm.cache import CacheFolder, read_jsonl
 from recbole_hnlm.llm.catalogue import Catalogue
-from recbole_hnlm.llm.profiles import ITEM_VECTORS, USER_VECTORS, item_store, user_store
+from recbole_hnlm.llm.profiles import ITEM_VECTORS, USER_VECTORS, budget_users, item_store, user_store
 
 
 def test_template_profiles_and_their_manifest(tiny_config, tiny_split):
@@ -74,3 +74,34 @@ def test_smollm2_profiles_record_answers_and_failures(tiny_config, tiny_split, r
     stages = json.loads((folder / "manifest.json").read_text())["stages"]
     assert stages["item_profiles"]["ok"] + stages["item_profiles"]["failed"] == train.item_num - 1
     assert stages["user_profiles"]["ok"] + stages["user_profiles"]["failed"] == train.user_num - 1
+
+
+def test_user_profile_budget_asks_the_llm_for_the_budget_users_only(
+    tiny_config, tiny_split, reuse_smollm2, smollm2_cache_dir
+):
+    _, train, held_out = tiny_split
+    full = build_semantic_cache(
+        tiny_config(**SMOLLM2, llm_cache_dir=smollm2_cache_dir), train, held_out, stages=("profiles",)
+    )
+    config = tiny_config(
+        **SMOLLM2, llm_cache_dir=smollm2_cache_dir, llm_user_profile_scope="budget", llm_negative_budget=3
+    )
+    folder = build_semantic_cache(config, train, held_out, stages=("profiles",))
+    assert folder.parent == full.parent and folder.name == f"{full.name}-llm-users-user-3"
+    settings = LLMSettings.from_config(config)
+    catalogue = Catalogue.from_split(config, train, held_out, settings)
+    chosen = budget_users(catalogue, settings)
+    users = user_store(CacheFolder(folder), settings).read(train.user_num - 1)
+    assert len(chosen) == 3 and chosen <= {record["id"] for record in users}
+    for record in users:
+        if record["id"] in chosen:
+            assert record["status"] in ("ok", "failed") and record["raw"]
+        else:
+            assert record["status"] == "template" and record["text"] == catalogue.user_facts(
+                record["id"], settings.history_len
+            )
+    # Item profiles do not depend on whose profiles the LLM writes: copied from the full folder, not regenerated.
+    for shard in (full / "profiles" / "items").glob("*.jsonl"):
+        assert (folder / "profiles" / "items" / shard.name).read_bytes() == shard.read_bytes()
+    stages = json.loads((folder / "manifest.json").read_text())["stages"]
+    assert stages["user_profiles"]["template"] == train.user_num - 1 - 3
