@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from scipy.stats import ttest_rel
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import ttest_rel  # noqa: E402
-
-from recbole_hnlm.bench.matrix import MatrixSpec  # noqa: E402
-from recbole_hnlm.bench.runner import run_matrix  # noqa: E402
-from recbole_hnlm.config import PROJECT_ROOT  # noqa: E402
+from recbole_hnlm.bench.matrix import MatrixSpec
+from recbole_hnlm.bench.report import plot_recall_per_label
+from recbole_hnlm.bench.runner import run_matrix
+from recbole_hnlm.config import PROJECT_ROOT
 
 # group -> (samplers, settings on the command line of its matrix)
 GROUPS = {
@@ -157,22 +153,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Recall@20 per variant, one panel per dataset, error bars = std over seeds."""
-    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
-    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets, strict=True):
-        data = [row for row in rows if row["dataset"] == dataset]
-        axis.bar(range(len(data)), [r["recall@20"] for r in data], yerr=[r["recall@20_std"] for r in data])
-        axis.set_xticks(range(len(data)), [r["variant"] for r in data], rotation=35, ha="right", fontsize=8)
-        low = min(r["recall@20"] for r in data)
-        axis.set_ylim(low * 0.85, max(r["recall@20"] for r in data) * 1.05)
-        axis.set_title(f"LightGCN on {dataset}")
-        axis.set_ylabel("test Recall@20")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
 def main() -> None:
     """Run what is missing, then print and save the merged table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,7 +170,7 @@ def main() -> None:
     table = markdown(rows)
     (out / "table.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
-    plot(rows, out / "recall20.png")
+    plot_recall_per_label(rows, "variant", out / "recall20.png")
     print(table)
 
 

@@ -165,6 +165,32 @@ def plot_metric_by_sampler(frame: pd.DataFrame, metric: str, path: Path) -> None
     plt.close(figure)
 
 
+def plot_recall_per_label(rows: list[dict], label_key: str, path: Path, reference_key: str | None = None) -> None:
+    """Bars of mean test Recall@20 per row label (std as error bar), one panel per dataset.
+
+    ``rows`` are summary dicts with ``dataset``, ``label_key``, ``recall@20`` and ``recall@20_std``; with
+    ``reference_key`` a row's figure under that key (e.g. a published one) is drawn as a black mark where present.
+    """
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        data = [row for row in rows if row["dataset"] == dataset]
+        positions = list(range(len(data)))
+        axis.bar(positions, [r["recall@20"] for r in data], yerr=[r["recall@20_std"] for r in data], label="ours")
+        references = [(i, r[reference_key]) for i, r in enumerate(data) if reference_key and r.get(reference_key)]
+        if references:
+            axis.scatter(*zip(*references, strict=True), color="black", marker="_", s=400, label=reference_key)
+            axis.legend(loc="lower right", fontsize="small")
+        axis.set_xticks(positions, [r[label_key] for r in data], rotation=35, ha="right", fontsize=8)
+        values = [r["recall@20"] for r in data] + [value for _, value in references]
+        axis.set_ylim(min(values) * 0.85, max(values) * 1.05)
+        axis.set_title(f"LightGCN on {dataset}")
+        axis.set_ylabel("test Recall@20")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_time_vs_metric(frame: pd.DataFrame, metric: str, path: Path) -> None:
     """Seconds per training epoch against ``metric`` per (model, sampler), one panel per dataset."""
     datasets = list(dict.fromkeys(frame["dataset"]))

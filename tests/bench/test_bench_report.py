@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from scipy.stats import ttest_rel
 
-from recbole_hnlm.bench.report import _frame, markdown_table, paired_p_values, time_split_table, write_report
+from recbole_hnlm.bench.report import (
+    _frame,
+    markdown_table,
+    paired_p_values,
+    plot_recall_per_label,
+    time_split_table,
+    write_report,
+)
 
 UNIFORM = [0.20, 0.22, 0.21]
 DNS = [0.25, 0.28, 0.26]  # better on every seed
@@ -68,3 +75,16 @@ def test_the_time_split_adds_up_and_failed_runs_stay_out(tmp_path):
     assert "| **total** (3 runs) | 30.0 | 100% |" in split
     assert "| BPR | dns |" not in outcome["markdown"]
     assert (tmp_path / "metric_by_sampler.png").is_file() and (tmp_path / "time_vs_metric.png").is_file()
+
+
+def test_recall_bars_mark_a_reference_only_where_there_is_one(tmp_path):
+    summary = [
+        {"dataset": "beauty-dens", "sampler": "uniform", "recall@20": 0.034, "recall@20_std": 0.001, "ref": 0.0385},
+        {"dataset": "beauty-dens", "sampler": "ahns", "recall@20": 0.039, "recall@20_std": 0.002, "ref": None},
+        {"dataset": "toy-dens", "sampler": "uniform", "recall@20": 0.041, "recall@20_std": 0.0, "ref": None},
+    ]
+    plot_recall_per_label(summary, "sampler", tmp_path / "with.png", reference_key="ref")
+    plot_recall_per_label(summary, "sampler", tmp_path / "without.png")
+    for name in ("with.png", "without.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
