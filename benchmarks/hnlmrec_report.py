@@ -42,6 +42,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.stats import ttest_rel  # noqa: E402
 
 from recbole_hnlm.bench.matrix import FIRST_SEED, MatrixSpec  # noqa: E402
 from recbole_hnlm.bench.report import BASELINE, _frame, markdown_table, paired_p_values  # noqa: E402
@@ -151,6 +152,14 @@ def summarise(frame, labels: list[str]) -> dict:
     return {dataset: {label: per[label] for label in labels if label in per} for dataset, per in summary.items()}
 
 
+def paired_p(a: dict, b: dict) -> float | None:
+    """Two-sided paired t-test over the seeds two summary entries share (``per_seed``); None below 2 seeds."""
+    seeds = sorted(set(a["per_seed"]) & set(b["per_seed"]))
+    if len(seeds) < 2:
+        return None
+    return float(ttest_rel([a["per_seed"][s] for s in seeds], [b["per_seed"][s] for s in seeds]).pvalue)
+
+
 def _relative(value: float, reference: float) -> float | None:
     return None if not reference or math.isnan(reference) else value / reference - 1
 
@@ -184,6 +193,7 @@ def claims(summary: dict, mixing: str) -> list[dict]:
                     "holds": tuned["recall@20"]["mean"] > per["hnlm-untuned"]["recall@20"]["mean"],
                     "hnlm-finetuned": tuned["recall@20"]["mean"],
                     "hnlm-untuned": per["hnlm-untuned"]["recall@20"]["mean"],
+                    "p_finetuned_vs_untuned": paired_p(tuned["recall@20"], per["hnlm-untuned"]["recall@20"]),
                 }
             )
         best = max(traditional, key=lambda label: per[label]["recall@20"]["mean"])
