@@ -117,7 +117,7 @@ def build_encoded_cache(
     negatives = folder / "negatives"
     keys = catalogue.train_pair_keys()
     pair_users = keys // catalogue.n_items
-    write_neighbour_negatives(negatives, catalogue, item_vectors, k, chunk)
+    write_neighbour_negatives(negatives, catalogue, keys, item_vectors, k, chunk)
     unit_users, unit_items = negative_units(catalogue, "pair", settings.seed)
     n_encoded = len(unit_users) if settings.encode_pairs == 0 else min(settings.encode_pairs, len(unit_users))
     units = np.stack([unit_users[:n_encoded], unit_items[:n_encoded]], axis=1).astype(np.int64)

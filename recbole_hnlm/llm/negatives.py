@@ -136,10 +136,11 @@ def uniform_rate(users: np.ndarray, catalogue: Catalogue) -> float | None:
     return float(np.mean(held_out / np.maximum(candidates, 1)))
 
 
-def write_neighbour_negatives(out: Path, catalogue: Catalogue, item_vectors: torch.Tensor, k: int, chunk: int) -> None:
-    """``pair_keys.npy`` (the training pairs, sorted) and ``neighbour_ids.npy`` (the ``k`` items nearest each pair's
-    positive in ``item_vectors``, never the user's training positives) in ``out``, chunk by chunk, resumable."""
-    keys = catalogue.train_pair_keys()
+def write_neighbour_negatives(
+    out: Path, catalogue: Catalogue, keys: np.ndarray, item_vectors: torch.Tensor, k: int, chunk: int
+) -> None:
+    """``pair_keys.npy`` (``keys``: ``catalogue.train_pair_keys()``) and ``neighbour_ids.npy`` (the ``k`` items nearest
+    each pair's positive in ``item_vectors``, never the user's training positives) in ``out``, chunk by chunk."""
     pair_users = keys // catalogue.n_items
     fill_array_in_chunks(out / "pair_keys.npy", keys.shape, np.int64, chunk, lambda s, e: keys[s:e], "pair keys")
     fill_array_in_chunks(
@@ -178,7 +179,7 @@ def build_negatives(
     keys = catalogue.train_pair_keys()
     pair_users = keys // n_items
     chunk = settings.vector_chunk
-    write_neighbour_negatives(out, catalogue, item_vectors, k, chunk)
+    write_neighbour_negatives(out, catalogue, keys, item_vectors, k, chunk)
 
     unit_users, unit_items = negative_units(catalogue, settings.negative_unit, settings.seed)
     n_generated = min(recipe["budget"], len(unit_users))

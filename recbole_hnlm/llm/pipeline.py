@@ -40,6 +40,11 @@ logger = getLogger()
 USER_SIDE_KEYS = ("seed", "user_profile_scope", "user_profile_budget")
 
 
+def budgeted_user_profiles(settings: LLMSettings, generator: dict) -> bool:
+    """Whether the LLM writes only the negatives' budget users' profiles (``llm_user_profile_scope: budget``)."""
+    return settings.user_profile_scope == "budget" and generator["backend"] != "template"
+
+
 def generator_identity(settings: LLMSettings) -> dict:
     """Backend and model of ``settings.backend``, found without loading any weights."""
     kind = backend_kind(settings.backend)
@@ -80,7 +85,7 @@ def cache_folder_path(settings: LLMSettings, dataset: str, generator: dict, trai
     do not depend on it; a new split's folder copies them from a sibling (``reuse_item_profiles``).
     """
     name = f"split-{train_split_sha256[:12]}"
-    if settings.user_profile_scope == "budget" and generator["backend"] != "template":
+    if budgeted_user_profiles(settings, generator):
         # Another set of LLM-written user profiles, so another folder; item profiles are copied from siblings.
         name += f"-llm-users-{settings.negative_unit}-{settings.negative_budget}"
     return cache_base_path(settings, dataset, generator) / name
@@ -146,7 +151,7 @@ def cache_identity(settings: LLMSettings, catalogue: Catalogue, generator: dict)
             # Only when not "all", so that caches written before the key existed stay valid.
             **(
                 {"user_profile_scope": settings.user_profile_scope, "user_profile_budget": budget}
-                if uses_llm and settings.user_profile_scope != "all"
+                if budgeted_user_profiles(settings, generator)
                 else {}
             ),
         },
