@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{semantic['embedding_model']} embeddings, negative source {semantic['negative_source']}; "
             f"cache {semantic['cache']}"
         )
+    if "refit_epochs" in result:
+        selected = result["selected_model_test_result"]
+        print(
+            f"  refit on train + validation for {result['refit_epochs']} epochs (test below); the model chosen on "
+            f"validation alone tests at {', '.join(f'{key} {value:.4f}' for key, value in selected.items())}"
+        )
     for metric, value in result["test_result"].items():
         print(f"  test {metric:<10} {value:.4f}")
     if "results_file" in result:

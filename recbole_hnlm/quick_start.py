@@ -16,7 +16,7 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_hnlm.compat import load_recbole_checkpoint
 from recbole_hnlm.config import HNLMConfig
-from recbole_hnlm.data.preparation import load_dataset, prepare_data
+from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
 from recbole_hnlm.model import get_model
 from recbole_hnlm.samplers import SemanticNegativeSampler
 from recbole_hnlm.trainer import create_trainer
@@ -75,6 +75,22 @@ def prepare_run_data(config, dataset):
     return train_data, valid_data, test_data
 
 
+def refit_on_train_and_valid(config, dataset, train_data, valid_data, test_data, epochs: int, saved: bool):
+    """Train a fresh model on train + validation for ``epochs`` epochs (chosen on validation before), no validation.
+
+    Returns its trainer, ready to test: the test set still chooses nothing.
+    """
+    refit_data = prepare_refit_data(config, dataset, train_data, valid_data, test_data)
+    init_seed(config["seed"], config["reproducibility"])
+    recommender = get_model(config["model"])(config, refit_data._dataset).to(config["device"])
+    trainer = create_trainer(config, recommender)
+    trainer.epochs = epochs
+    trainer.fit(refit_data, None, saved=False, show_progress=config["show_progress"])
+    if saved:
+        trainer._save_checkpoint(epochs - 1, verbose=False)
+    return trainer
+
+
 def run(
     model: str | None = None,
     dataset: str | None = None,
@@ -123,7 +139,22 @@ def run(
     )
     testing = perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    tested = perf_counter()
+    test_seconds = perf_counter() - testing
+    trainers = [trainer]
+    refit = {}
+    if config["refit_with_valid"]:
+        refit = {
+            "selected_model_test_result": {key: float(value) for key, value in test_result.items()},
+            "refit_epochs": trainer.best_epoch + 1,
+        }
+        logger.info(f"refit on train + validation for {refit['refit_epochs']} epochs")
+        trainers.append(
+            refit_on_train_and_valid(config, data, train_data, valid_data, test_data, refit["refit_epochs"], saved)
+        )
+        testing = perf_counter()
+        test_result = trainers[-1].evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+        test_seconds += perf_counter() - testing
+    sampling_seconds = sum(sum(each.epoch_sampling_seconds) for each in trainers)
 
     result = {
         **{key: config[key] for key in _IDENTITY_KEYS},
@@ -138,12 +169,13 @@ def run(
         "seconds": {
             "load": loaded - loading,
             "prepare": prepared - loaded,
-            "sampling": sum(trainer.epoch_sampling_seconds),
-            "train": sum(trainer.epoch_train_seconds) - sum(trainer.epoch_sampling_seconds),
+            "sampling": sampling_seconds,
+            "train": sum(sum(each.epoch_train_seconds) for each in trainers) - sampling_seconds,
             "valid": sum(trainer.epoch_valid_seconds),
-            "test": tested - testing,
+            "test": test_seconds,
         },
-        "checkpoint": trainer.saved_model_file if saved else None,
+        **refit,
+        "checkpoint": trainers[-1].saved_model_file if saved else None,
     }
     if isinstance(train_data.negative_sampler, SemanticNegativeSampler):
         result["semantic_negatives"] = train_data.negative_sampler.describe()

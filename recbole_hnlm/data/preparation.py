@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from recbole.data import create_dataset
+from recbole.data.interaction import cat_interactions
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import init_seed
 
@@ -65,3 +66,16 @@ def prepare_data(config, dataset):
     valid_data = get_dataloader(config, "valid")(config, valid_dataset, valid_sampler, shuffle=False)
     test_data = get_dataloader(config, "test")(config, test_dataset, test_sampler, shuffle=False)
     return train_data, valid_data, test_data
+
+
+def prepare_refit_data(config, dataset, train_data, valid_data, test_data) -> NegativeSamplingTrainDataLoader:
+    """A train dataloader over train + validation, for ``refit_with_valid``: a fresh model trains on both for the
+    number of epochs chosen on validation, and is then tested.
+
+    Its sampler treats validation items as positives (never drawn as negatives); test evaluation is unchanged,
+    since the test dataloader already masks train and validation items.
+    """
+    train_dataset, valid_dataset, test_dataset = (data._dataset for data in (train_data, valid_data, test_data))
+    merged = train_dataset.copy(cat_interactions([train_dataset.inter_feat, valid_dataset.inter_feat]))
+    refit_sampler, _, _ = create_samplers(config, dataset, [merged, valid_dataset, test_dataset])
+    return NegativeSamplingTrainDataLoader(config, merged, refit_sampler, shuffle=config["shuffle"])

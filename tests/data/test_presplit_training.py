@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from recbole_hnlm.config import DEFAULT_DATA_PATH, HNLMConfig
-from recbole_hnlm.data.preparation import load_dataset, prepare_data
+from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
+from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.quick_start import run
 
 
 def file_pairs(name: str, part: str) -> list[tuple[str, str]]:
@@ -23,3 +25,41 @@ def test_dataloaders_hold_exactly_the_imported_split(name):
         users = dataset.id2token(dataset.uid_field, inter[dataset.uid_field].numpy())
         items = dataset.id2token(dataset.iid_field, inter[dataset.iid_field].numpy())
         assert list(zip(users, items, strict=True)) == file_pairs(name, part)
+
+
+def test_refit_trains_on_train_and_valid_and_never_draws_valid_items_as_negatives():
+    config = HNLMConfig("BPR", "toy-dens", config_dict={"state": "ERROR", "refit_with_valid": True})
+    dataset = load_dataset(config)
+    loaders = prepare_data(config, dataset)
+    refit = prepare_refit_data(config, dataset, *loaders)
+    inter = refit._dataset.inter_feat
+    users = dataset.id2token(dataset.uid_field, inter[dataset.uid_field].numpy())
+    items = dataset.id2token(dataset.iid_field, inter[dataset.iid_field].numpy())
+    assert list(zip(users, items, strict=True)) == file_pairs("toy-dens", "train") + file_pairs("toy-dens", "valid")
+    valid = loaders[1]._dataset.inter_feat
+    valid_users, valid_items = valid[dataset.uid_field].numpy(), valid[dataset.iid_field].numpy()
+    assert refit.negative_sampler.positives.contains(valid_users, valid_items).all()
+    assert not loaders[0].negative_sampler.positives.contains(valid_users, valid_items).any()
+    negatives = refit.negative_sampler.draw_uniform(valid_users, 20)
+    assert not refit.negative_sampler.positives.contains(valid_users[None, :], negatives).any()
+
+
+def test_refit_run_tests_a_model_trained_for_the_chosen_epochs(run_settings):
+    settings = {**run_settings, "epochs": 3, "eval_step": 1, "refit_with_valid": True, "torch_threads": 1}
+    result = run("BPR", "toy-dens", config_dict=settings)
+    selected = run("BPR", "toy-dens", config_dict={**settings, "refit_with_valid": False})
+    assert result["refit_epochs"] == result["best_epoch"] + 1
+    # The selection run is the same run either way; the refit model is another one, trained on more data.
+    assert result["selected_model_test_result"] == selected["test_result"]
+    assert result["test_result"] != selected["test_result"]
+
+
+def test_refit_is_refused_for_the_semantic_sampler_before_any_work():
+    with pytest.raises(ConfigurationError, match="--refit_with_valid=False"):
+        HNLMConfig("BPR", "ml-100k", config_dict={"neg_sampler": "hnlm", "refit_with_valid": True})
+
+
+def test_a_run_that_would_never_validate_is_refused():
+    # beauty-dens validates every 5 epochs (properties/dataset/beauty-dens.yaml)
+    with pytest.raises(ConfigurationError, match="--eval_step=3"):
+        HNLMConfig("LightGCN", "beauty-dens", config_dict={"epochs": 3})
