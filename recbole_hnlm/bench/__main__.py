@@ -9,6 +9,8 @@ Rerunning a command skips the runs it finished (matched by config hash and seed)
 Runs use one torch thread each (comparable seconds per epoch, no oversubscription); --torch_threads=N changes it.
 --subgroups (or subgroups: true in the YAML) adds test Recall@20 and NDCG@20 of sparse users and long-tail items
 (recbole_hnlm/bench/subgroups.py) to runs.csv and table.md; finished runs without them are run again.
+--reuse=results/other,... (or reuse: in the YAML) copies finished runs of other matrices with the same config hash
+and seed instead of running them again (e.g. the DENS reproduction's LightGCN runs into the figures matrix).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="results folder (default: results/<name>)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files for every run")
     parser.add_argument("--subgroups", action="store_true", help="add sparse-user and long-tail test metrics")
+    parser.add_argument("--reuse", default=None, help="comma-separated results folders whose matching runs count")
     parser.add_argument("--verbose", action="store_true", help="RecBole's per-epoch log and library warnings")
     args, overrides = parser.parse_known_args(argv)
     try:
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_args=overrides or None,
             config_files=args.config_files.split() if args.config_files else None,
             subgroups=True if args.subgroups else None,
+            reuse=args.reuse,
         )
         outcome = run_matrix(
             spec, args.out, verbose=args.verbose, command=shlex.join(["python", "-m", "recbole_hnlm.bench", *argv])

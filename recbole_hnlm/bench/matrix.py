@@ -14,7 +14,7 @@ from recbole_hnlm.tuning.space import read_settings_yaml
 FIRST_SEED = 2020
 # Config keys that the matrix sets per cell, and the option that sets them.
 AXIS_OPTIONS = {"model": "--models", "dataset": "--datasets", "neg_sampler": "--samplers", "seed": "--seeds"}
-_YAML_KEYS = ("name", "models", "samplers", "datasets", "seeds", "settings", "config_files", "subgroups")
+_YAML_KEYS = ("name", "models", "samplers", "datasets", "seeds", "settings", "config_files", "subgroups", "reuse")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class MatrixSpec:
 
     ``settings`` are typed config values (a matrix YAML's ``settings:``); ``cmd_args`` are ``--key=value``
     strings from the command line, which win, as they do for a single run. ``subgroups`` adds the sparse-user and
-    long-tail test metrics of ``recbole_hnlm.bench.subgroups`` to every run's row.
+    long-tail test metrics of ``recbole_hnlm.bench.subgroups`` to every run's row. ``reuse`` names other results
+    folders whose finished runs count as this matrix's where the config hash and seed match (copied, not rerun).
     """
 
     models: list[str]
@@ -86,6 +87,7 @@ class MatrixSpec:
     cmd_args: list[str] = field(default_factory=list)
     config_files: list[str] = field(default_factory=list)
     subgroups: bool = False
+    reuse: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_no_axis_keys(self.settings, "The matrix's settings")
@@ -94,6 +96,12 @@ class MatrixSpec:
             raise ConfigurationError(f"subgroups must be true or false, e.g. subgroups: true; got {self.subgroups!r}.")
         if not self.name or Path(self.name).name != self.name:
             raise ConfigurationError(f"--name={self.name!r} must be a plain folder name, e.g. --name=ml100k-small.")
+        for folder in self.reuse:
+            if not (Path(folder) / "runs.csv").is_file():
+                raise ConfigurationError(
+                    f"--reuse: {folder} holds no runs.csv. Fix: name a results folder of an earlier matrix, e.g. "
+                    "--reuse=results/dens-reproduction."
+                )
 
     @classmethod
     def from_sources(cls, yaml_file: str | None = None, **given) -> MatrixSpec:
@@ -122,6 +130,7 @@ class MatrixSpec:
             cmd_args=list(values.get("cmd_args") or []),
             config_files=[str(Path(file).resolve()) for file in config_files],
             subgroups=values.get("subgroups", False),
+            reuse=_folders(values.get("reuse") or []),
         )
 
     def cells(self) -> list[BenchCell]:
@@ -169,7 +178,14 @@ class MatrixSpec:
             "cmd_args": self.cmd_args,
             "config_files": self.config_files,
             "subgroups": self.subgroups,
+            "reuse": self.reuse,
         }
+
+
+def _folders(value) -> list[str]:
+    """Folders given as a list or a comma-separated string."""
+    folders = value.split(",") if isinstance(value, str) else value
+    return [str(folder).strip() for folder in folders if str(folder).strip()]
 
 
 def _read_matrix_yaml(path: str) -> dict:

@@ -95,9 +95,11 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
         configs = spec.configs(defaults)
         hashes = {cell: config_fingerprint(config) for cell, config in configs.items()}
         runs = RunsFile(out_dir / "runs.csv")
-        finished = runs.finished(tuple(subgroup_columns()) if spec.subgroups else ())
+        required = tuple(subgroup_columns()) if spec.subgroups else ()
+        reused = _reuse_runs(spec.reuse, runs, hashes, required)
+        finished = runs.finished(required)
         todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
-        write_json_atomic(out_dir / "manifest.json", _manifest(spec, hashes, command))
+        write_json_atomic(out_dir / "manifest.json", {**_manifest(spec, hashes, command), "reused": reused})
         cache = LoadedDatasetCache()
         started = perf_counter()
         with (
@@ -130,6 +132,26 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
         "dataset_loads": cache.loads,
         **files,
     }
+
+
+def _reuse_runs(folders: list[str], runs: RunsFile, hashes: dict[BenchCell, str], required: tuple) -> dict:
+    """Copy into ``runs`` the finished runs of other results ``folders`` that match a cell's config hash and seed.
+
+    Returns {cell label: folder} for the runs copied now; a run this matrix already finished is left alone.
+    """
+    reused = {}
+    finished = runs.finished(required)
+    wanted = {runs.key(config_hash, cell.seed): cell for cell, config_hash in hashes.items()}
+    for folder in folders:
+        other = RunsFile(Path(folder) / "runs.csv")
+        rows = {other.key(row["config_hash"], row["seed"]): row for row in other.rows}
+        for key in sorted((other.finished(required) & wanted.keys()) - finished):
+            runs.record(rows[key])
+            finished.add(key)
+            reused[wanted[key].label] = str(folder)
+    if reused:
+        getLogger().warning(f"reused {len(reused)} finished run(s) from {', '.join(folders)}")
+    return reused
 
 
 def _run_cell(

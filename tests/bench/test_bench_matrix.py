@@ -159,6 +159,7 @@ def test_ctrl_c_leaves_a_whole_runs_file_and_the_command_resumes(tmp_path, monke
         ),
         (["--models=BPR", "--samplers=uniform", "--seeds=0"], "seeds=0 runs nothing"),
         (["--models=BPR"], "no samplers given"),
+        (["--models=BPR", "--samplers=uniform", "--reuse=results/nowhere"], "results/nowhere holds no runs.csv"),
     ],
 )
 def test_bad_matrices_are_refused_before_any_run(argv, message, tmp_path, monkeypatch, capsys):
@@ -169,6 +170,31 @@ def test_bad_matrices_are_refused_before_any_run(argv, message, tmp_path, monkey
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_matrix_reuses_the_matching_runs_of_another_and_runs_only_the_rest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--models=BPR", "--samplers=uniform", "--datasets=ml-100k", "--name=first", *FAST]) == 0
+    first = read_rows(tmp_path / "results" / "first")
+    calls = []
+    real_run = quick_start.run
+
+    def recording_run(**kwargs):
+        calls.append(kwargs["config_dict"]["neg_sampler"])
+        return real_run(**kwargs)
+
+    monkeypatch.setattr(quick_start, "run", recording_run)
+    # A different learning rate gives uniform another config hash: that run is not reused.
+    other = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--reuse=results/first"]
+    assert main([*other, "--name=second", *FAST]) == 0
+    assert calls == ["dns"]
+    second = read_rows(tmp_path / "results" / "second")
+    assert second[0] == first[0] and [row["sampler"] for row in second] == ["uniform", "dns"]
+    manifest = json.loads((tmp_path / "results" / "second" / "manifest.json").read_text())
+    assert manifest["reused"] == {f"BPR + uniform on ml-100k, seed {FIRST_SEED}": "results/first"}
+    calls.clear()
+    assert main([*other, "--name=third", *FAST[:1], "--learning_rate=0.02", *FAST[2:]]) == 0
+    assert calls == ["uniform", "dns"]
 
 
 def test_a_matrix_yaml_lists_the_same_as_the_command_line(tmp_path):
