@@ -194,12 +194,16 @@ def load_data_and_model(model_file: str | os.PathLike, dataset_loader: Callable 
     """Reload a checkpoint written by ``run``: (config, model, dataset, train, valid, test).
 
     ``dataset_loader(config)`` returns the loaded dataset, as for ``run`` (the benchmark reuses its loaded copy).
+    The checkpoint of a ``refit_with_valid`` run comes back with the train + validation loader it trained on (graph
+    models build their graph from it).
     """
     checkpoint = load_recbole_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     data = dataset_loader(config)
     train_data, valid_data, test_data = prepare_run_data(config, data)
+    if config["refit_with_valid"]:
+        train_data = prepare_refit_data(config, data, train_data, valid_data, test_data)
     init_seed(config["seed"], config["reproducibility"])
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     recommender.load_state_dict(checkpoint["state_dict"])

@@ -7,7 +7,8 @@ import pytest
 from recbole_hnlm.config import DEFAULT_DATA_PATH, HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
 from recbole_hnlm.errors import ConfigurationError
-from recbole_hnlm.quick_start import run
+from recbole_hnlm.quick_start import load_data_and_model, run
+from recbole_hnlm.trainer import create_trainer
 
 
 def file_pairs(name: str, part: str) -> list[tuple[str, str]]:
@@ -44,14 +45,19 @@ def test_refit_trains_on_train_and_valid_and_never_draws_valid_items_as_negative
     assert not refit.negative_sampler.positives.contains(valid_users[None, :], negatives).any()
 
 
-def test_refit_run_tests_a_model_trained_for_the_chosen_epochs(run_settings):
+def test_refit_run_tests_a_model_trained_for_the_chosen_epochs_and_reloads_with_its_graph(run_settings):
     settings = {**run_settings, "epochs": 3, "eval_step": 1, "refit_with_valid": True, "torch_threads": 1}
-    result = run("BPR", "toy-dens", config_dict=settings)
-    selected = run("BPR", "toy-dens", config_dict={**settings, "refit_with_valid": False})
+    result = run("LightGCN", "toy-dens", config_dict=settings)
+    selected = run("LightGCN", "toy-dens", config_dict={**settings, "refit_with_valid": False})
     assert result["refit_epochs"] == result["best_epoch"] + 1
     # The selection run is the same run either way; the refit model is another one, trained on more data.
     assert result["selected_model_test_result"] == selected["test_result"]
     assert result["test_result"] != selected["test_result"]
+    # Reloaded, the refit model propagates over the train + validation graph it trained on, and tests the same.
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(result["checkpoint"])
+    assert len(train_data._dataset) == len(file_pairs("toy-dens", "train")) + len(file_pairs("toy-dens", "valid"))
+    reloaded = create_trainer(config, model).evaluate(test_data, load_best_model=False)
+    assert {key: float(value) for key, value in reloaded.items()} == result["test_result"]
 
 
 def test_refit_is_refused_for_the_semantic_sampler_before_any_work():
