@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no finished runs in {folder}", file=sys.stderr)
         return 1
-    command = " ".join(["python benchmarks/dens_reproduction.py", *argv])
+    # The command that makes the table: --report_only only re-reads it.
+    command = " ".join(["python benchmarks/dens_reproduction.py", *(arg for arg in argv if arg != "--report_only")])
     table = markdown(rows, command)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "reproduction.md").write_text(table + "\n", encoding="utf-8")

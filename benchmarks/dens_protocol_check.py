@@ -1,0 +1,125 @@
+"""Where the gap to the published DENS figures comes from: RecBole's own LightGCN, no plugin code in the loop.
+
+Usage: python benchmarks/dens_protocol_check.py [--dataset beauty-dens] [--protocol ours|published] [--seed 2020]
+
+``ours``: plain RecBole (its Trainer and uniform sampler) on the imported files, the epoch chosen on the carved
+validation split (each user's latest train items), as the plugin's ``uniform`` runs do without ``refit_with_valid``.
+Its test figure says whether the plugin reproduces RecBole.
+
+``published``: the DENS authors' protocol, for diagnosis only: train on the whole train file (train + validation)
+and choose the epoch on the *test* set. Its curve says what the published figure needs (how many epochs, how much
+the latest items matter). Never use it to report a result.
+
+Both use the DENS LightGCN settings (3 layers, dim 64, lr 1e-3, reg 1e-4, batch 2048), one torch thread, and write
+results/dens-protocol-check/<dataset>-<protocol>-seed<seed>.json with the per-epoch validation curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from recbole_hnlm import compat  # noqa: E402
+from recbole_hnlm.config import DEFAULT_DATA_PATH, PROJECT_ROOT  # noqa: E402
+
+compat.apply()
+
+from recbole.config import Config  # noqa: E402
+from recbole.data import create_dataset, data_preparation  # noqa: E402
+from recbole.model.general_recommender import LightGCN  # noqa: E402
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import init_logger, init_seed  # noqa: E402
+
+SETTINGS = {
+    "n_layers": 3,
+    "embedding_size": 64,
+    "learning_rate": 1e-3,
+    "reg_weight": 1e-4,
+    "train_batch_size": 2048,
+    "metrics": ["Recall", "NDCG"],
+    "topk": [20],
+    "valid_metric": "Recall@20",
+    "eval_batch_size": 4194304,
+    "epochs": 300,
+    "show_progress": False,
+    "state": "ERROR",
+}
+
+
+def published_protocol_files(dataset: str, folder: Path) -> None:
+    """Write ``dataset`` into ``folder`` as train = train + validation, valid = test, test = test."""
+    source = DEFAULT_DATA_PATH / dataset
+    target = folder / dataset
+    target.mkdir(parents=True)
+    shutil.copy(source / f"{dataset}.yaml", target / f"{dataset}.yaml")
+    train = (source / f"{dataset}.train.inter").read_text()
+    valid_rows = (source / f"{dataset}.valid.inter").read_text().split("\n", 1)[1]
+    (target / f"{dataset}.train.inter").write_text(train + valid_rows)
+    for part in ("valid", "test"):
+        shutil.copy(source / f"{dataset}.test.inter", target / f"{dataset}.{part}.inter")
+
+
+def run(dataset: str, protocol: str, seed: int, stopping_step: int) -> dict:
+    """Train RecBole's LightGCN under ``protocol`` and return the chosen epoch, its scores and the curve."""
+    with tempfile.TemporaryDirectory() as scratch:
+        data_path = DEFAULT_DATA_PATH
+        if protocol == "published":
+            data_path = Path(scratch) / "data"
+            published_protocol_files(dataset, data_path)
+        settings = {
+            **SETTINGS,
+            "data_path": str(data_path),
+            "seed": seed,
+            "stopping_step": stopping_step,
+            "checkpoint_dir": str(Path(scratch) / "saved"),
+        }
+        config = Config("LightGCN", dataset, [str(data_path / dataset / f"{dataset}.yaml")], settings)
+        init_seed(seed, config["reproducibility"])
+        init_logger(config)
+        torch.set_num_threads(1)
+        train, valid, test = data_preparation(config, create_dataset(config))
+        trainer = Trainer(config, LightGCN(config, train.dataset))
+        curve = []
+        trainer.fit(train, valid, saved=True, callback_fn=lambda epoch, score: curve.append((epoch, float(score))))
+        test_result = trainer.evaluate(test, load_best_model=True)
+    best_epoch, best_score = max(curve, key=lambda pair: (pair[1], -pair[0]))
+    return {
+        "dataset": dataset,
+        "protocol": protocol,
+        "seed": seed,
+        "settings": {key: SETTINGS[key] for key in ("n_layers", "embedding_size", "learning_rate", "reg_weight")},
+        "chosen_epoch": best_epoch,
+        "chosen_on": "test (diagnosis only)" if protocol == "published" else "validation",
+        "test_result": {key: float(value) for key, value in test_result.items()},
+        "curve": curve,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="beauty-dens")
+    parser.add_argument("--protocol", choices=["ours", "published"], default="ours")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--stopping_step", type=int, default=10)
+    args = parser.parse_args()
+    result = run(args.dataset, args.protocol, args.seed, args.stopping_step)
+    out = PROJECT_ROOT / "results" / "dens-protocol-check" / f"{args.dataset}-{args.protocol}-seed{args.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(
+        f"{args.dataset}, RecBole LightGCN, {args.protocol} protocol: epoch {result['chosen_epoch']} chosen on "
+        f"{result['chosen_on']}, test Recall@20 {result['test_result']['recall@20']:.4f}, "
+        f"NDCG@20 {result['test_result']['ndcg@20']:.4f}; {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
