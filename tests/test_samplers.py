@@ -9,7 +9,7 @@ from recbole.utils import init_seed
 
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
-from recbole_hnlm.errors import ConfigurationError, UnknownNameError
+from recbole_hnlm.errors import ConfigurationError, UnknownNameError, UnsupportedModelError
 from recbole_hnlm.model import get_model
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, NegativeSampler, TrainingPositives, register_sampler
 from recbole_hnlm.samplers import base as sampler_base
@@ -148,6 +148,27 @@ def test_ahns_picks_the_score_closest_to_its_adaptive_target(ml100k, bpr_model, 
     assert torch.equal(picked.reshape(-1), expected)
 
 
+def test_ahns_with_cosines_picks_the_cosine_closest_to_its_target(ml100k, bpr_model, monkeypatch):
+    _, users, _, picked, scored, scores = sample_with_spy(
+        "ahns", ml100k, bpr_model, monkeypatch, candidate_num=12, ahns_similarity="cos"
+    )
+    user_norm = bpr_model.user_embedding.weight.detach().norm(dim=1)
+    item_norm = bpr_model.item_embedding.weight.detach().norm(dim=1)
+    cosines = scores / (user_norm[users] * item_norm[scored])
+    target = 0.1 * (cosines[-1] + 1.0) ** -1
+    expected = scored[:-1].gather(0, (cosines[:-1] - target).abs().argmin(0, keepdim=True)).squeeze(0)
+    assert torch.equal(picked.reshape(-1), expected)
+    by_inner_product = (
+        scored[:-1].gather(0, (scores[:-1] - 0.1 * (scores[-1] + 1.0) ** -1).abs().argmin(0, keepdim=True)).squeeze(0)
+    )
+    assert (by_inner_product != expected).float().mean() > 0.1  # a different rule, not a rename
+
+
+def test_ahns_cosines_need_a_model_adapter():
+    with pytest.raises(UnsupportedModelError, match="Models with one: BPR"):
+        HNLMConfig("SimpleX", "ml-100k", config_dict={**QUIET, "neg_sampler": "ahns", "ahns_similarity": "cos"})
+
+
 def test_popularity_follows_training_counts(ml100k):
     config = sampler_config("popularity", popularity_alpha=1.0)
     train_dataset = ml100k[2]._dataset
@@ -204,6 +225,7 @@ def test_model_scored_sampler_without_model_says_how_to_fix(ml100k):
         ({"neg_sampler": "dns_mn", "candidate_num": 4, "dns_top_n": 5}, "1 <= N <= M"),
         ({"neg_sampler": "dns", "candidate_num": 0}, "candidate_num=0"),
         ({"neg_sampler": "ahns", "ahns_p": -1.5}, "ahns_p=-1.5"),
+        ({"neg_sampler": "ahns", "ahns_similarity": "dot"}, "ahns_similarity='dot' is invalid. Valid: ip, cos"),
         ({"neg_sampler": "popularity", "popularity_alpha": -1}, "popularity_alpha=-1"),
         ({"neg_sampler": "uniform", "sample_num": 0}, "sample_num=0"),
         ({"neg_sampler": "dns", "worker": 2}, "--worker=0"),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
@@ -108,10 +109,20 @@ class NegativeSampler(ABC):
         return items
 
 
-def _set_training_flag(model: torch.nn.Module, mode: bool) -> None:
-    # nn.Module.train, not model.train: some RecBole models override train() with side effects
-    # (SGL rebuilds its augmented graphs on every call), which scoring must not trigger.
-    torch.nn.Module.train(model, mode)
+@contextmanager
+def scoring_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients while a sampler scores with ``model``; its training flag is restored after.
+
+    ``nn.Module.train``, not ``model.train``: some RecBole models override train() with side effects (SGL
+    rebuilds its augmented graphs on every call), which scoring must not trigger.
+    """
+    was_training = model.training
+    torch.nn.Module.train(model, False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.nn.Module.train(model, was_training)
 
 
 def score_items(model, uid_field: str, iid_field: str, user_ids: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -120,20 +131,12 @@ def score_items(model, uid_field: str, iid_field: str, user_ids: torch.Tensor, i
     One ``predict`` call for the whole block: graph models propagate the whole graph per call, so chunking
     would repeat that work.
     """
-    was_training = model.training
-    _set_training_flag(model, False)
-    try:
-        with torch.no_grad():
-            count, batch = items.shape
-            interaction = Interaction(
-                {
-                    uid_field: user_ids.repeat(count).to(model.device),
-                    iid_field: items.reshape(-1).to(model.device),
-                }
-            )
-            scores = model.predict(interaction).reshape(count, batch)
-    finally:
-        _set_training_flag(model, was_training)
+    with scoring_mode(model):
+        count, batch = items.shape
+        interaction = Interaction(
+            {uid_field: user_ids.repeat(count).to(model.device), iid_field: items.reshape(-1).to(model.device)}
+        )
+        scores = model.predict(interaction).reshape(count, batch)
     return scores.float().cpu()
 
 
