@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_hnlm.quick_start import load_data_and_model, run
+from recbole_hnlm.config import HNLMConfig
+from recbole_hnlm.quick_start import LATER_SETTINGS, config_fingerprint, load_data_and_model, run
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, NegativeSampler, register_sampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,3 +142,15 @@ def test_readme_sampler_example_runs_as_written(run_settings, ml100k_slice, monk
     finally:
         SAMPLER_REGISTRY.pop("least_popular", None)
     assert namespace["result"]["neg_sampler"] == "least_popular"
+
+
+@pytest.mark.parametrize(("key", "other_value"), [("refit_with_valid", True), ("ahns_similarity", "cos")])
+def test_a_setting_added_later_keeps_old_config_hashes_at_its_old_behaviour(key, other_value):
+    settings = {"state": "ERROR", "neg_sampler": "ahns"}
+    config = HNLMConfig("LightGCN", "ml-100k", config_dict=settings)
+    assert config[key] == LATER_SETTINGS[key]
+    fingerprint = config_fingerprint(config)
+    del config.final_config_dict[key]  # as a config made before the setting existed
+    assert config_fingerprint(config) == fingerprint
+    changed = HNLMConfig("LightGCN", "ml-100k", config_dict={**settings, key: other_value})
+    assert config_fingerprint(changed) != fingerprint

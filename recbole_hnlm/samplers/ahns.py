@@ -32,7 +32,7 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
         self.alpha = float(config["ahns_alpha"])
         self.beta = float(config["ahns_beta"])
         self.power = int(config["ahns_p"]) + 1
-        self.similarity = config["ahns_similarity"] or "ip"
+        self.similarity = config["ahns_similarity"]
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -47,7 +47,7 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
         for key in ("ahns_alpha", "ahns_beta"):
             if not isinstance(config[key], (int, float)):
                 raise ConfigurationError(f"{key}={config[key]!r} is invalid: it must be a number.")
-        similarity = config["ahns_similarity"] or "ip"
+        similarity = config["ahns_similarity"]
         if similarity not in SIMILARITIES:
             raise ConfigurationError(f"ahns_similarity={similarity!r} is invalid. Valid: {', '.join(SIMILARITIES)}.")
         if similarity == "cos":

@@ -71,7 +71,7 @@ def test_unknown_parameters_are_refused_with_the_close_names_and_the_samplers_kn
     message = str(caught.value)
     assert "unknown parameter(s) 'ahns_alfa' (did you mean ahns_alpha" in message
     assert "LightGCN with neg_sampler=ahns on ml-100k" in message
-    assert "The knobs of ahns: ahns_alpha, ahns_beta, ahns_p, candidate_num" in message
+    assert "The knobs of ahns: ahns_alpha, ahns_beta, ahns_p, ahns_similarity, candidate_num" in message
 
     dns = HNLMConfig("BPR", "ml-100k", config_dict={"neg_sampler": "dns", "state": "ERROR"})
     with pytest.raises(ConfigurationError, match="'ahns_beta'.*properties/tune/dns.yaml"):
