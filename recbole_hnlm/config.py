@@ -24,7 +24,7 @@ from recbole.config import Config
 from recbole_hnlm import compat
 from recbole_hnlm.errors import ConfigurationError, DatasetNotFoundError
 from recbole_hnlm.model import check_model_supported, get_model
-from recbole_hnlm.samplers import SemanticNegativeSampler, get_sampler_class
+from recbole_hnlm.samplers import get_sampler_class
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROPERTIES_DIR = PROJECT_ROOT / "properties"
@@ -73,11 +73,6 @@ class HNLMConfig(Config):
             raise ConfigurationError(
                 f"epochs={self['epochs']} is less than eval_step={self['eval_step']}: the run would never validate, "
                 f"so no epoch could be chosen. Fix: --eval_step={self['epochs']} or more epochs."
-            )
-        if self["refit_with_valid"] and issubclass(sampler_class, SemanticNegativeSampler):
-            raise ConfigurationError(
-                f"refit_with_valid does not work with neg_sampler={self['neg_sampler']}: its LLM cache is built for "
-                "the training split, not for train + validation. Fix: --refit_with_valid=False."
             )
         if sampler_class.requires_model and self["worker"]:
             raise ConfigurationError(

@@ -68,9 +68,16 @@ class SemanticNegativeSampler(CandidatePoolSampler):
 
     @classmethod
     def validate_config(cls, config) -> None:
-        """Refuse unknown sources, projectors and bases, weights out of range, and sources the LLM cannot serve."""
+        """Refuse unknown sources, projectors and bases, weights out of range, sources the LLM cannot serve, and a
+        refit on train + validation (the LLM cache belongs to the training split)."""
         # Imported here: recbole_hnlm.llm imports the Config, which imports the sampler registry.
         from recbole_hnlm.llm.settings import LLMSettings, backend_kind
+
+        if config["refit_with_valid"]:
+            raise ConfigurationError(
+                f"refit_with_valid does not work with neg_sampler={config['neg_sampler']}: its LLM cache is built for "
+                "the training split, not for train + validation. Fix: --refit_with_valid=False."
+            )
 
         choices = {
             "hnlm_negative_source": NEGATIVE_SOURCES,
