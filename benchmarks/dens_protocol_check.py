@@ -1,6 +1,7 @@
-"""Where the gap to the published DENS figures comes from: RecBole's own LightGCN, no plugin code in the loop.
+"""Where the gap to the published DENS figures comes from: RecBole's own LightGCN, or one of our samplers.
 
 Usage: python benchmarks/dens_protocol_check.py [--dataset beauty-dens] [--protocol ours|published] [--seed 2020]
+       [--neg_sampler recbole|uniform|dns|mixgcf|...]
 
 ``ours``: plain RecBole (its Trainer and uniform sampler) on the imported files, the epoch chosen on the carved
 validation split (each user's latest train items), as the plugin's ``uniform`` runs do without ``refit_with_valid``.
@@ -10,8 +11,14 @@ Its test figure says whether the plugin reproduces RecBole.
 and choose the epoch on the *test* set. Its curve says what the published figure needs (how many epochs, how much
 the latest items matter). Never use it to report a result.
 
-Both use the DENS LightGCN settings (3 layers, dim 64, lr 1e-3, reg 1e-4, batch 2048), one torch thread, and write
-results/dens-protocol-check/<dataset>-<protocol>-seed<seed>.json with the per-epoch validation curve.
+``--neg_sampler recbole`` (the default) is RecBole alone: its Trainer and uniform sampler, no plugin code in the
+loop. Any other name runs the plugin (``recbole_hnlm.quick_start.run``) with that sampler under the same protocol and
+settings, without ``refit_with_valid``: under ``published`` its curve says whether our sampler reaches the published
+figure when it is granted the published protocol, i.e. whether a shortfall is the sampler or the protocol.
+
+All use the DENS LightGCN settings (3 layers, dim 64, lr 1e-3, reg 1e-4, batch 2048), one torch thread, validation
+every epoch, and write results/dens-protocol-check/<dataset>-<protocol>[-<sampler>]-seed<seed>.json with the per-epoch
+validation curve (the test curve under ``published``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch  # noqa: E402
 
 from recbole_hnlm import compat  # noqa: E402
 from recbole_hnlm.config import DEFAULT_DATA_PATH, PROJECT_ROOT  # noqa: E402
+from recbole_hnlm.quick_start import run as run_plugin  # noqa: E402
 
 compat.apply()
 
@@ -67,8 +75,39 @@ def published_protocol_files(dataset: str, folder: Path) -> None:
         shutil.copy(source / f"{dataset}.test.inter", target / f"{dataset}.{part}.inter")
 
 
-def run(dataset: str, protocol: str, seed: int, stopping_step: int) -> dict:
-    """Train RecBole's LightGCN under ``protocol`` and return the chosen epoch, its scores and the curve."""
+def train_recbole(settings: dict, dataset: str, data_path: Path, curve: list) -> dict:
+    """RecBole alone: its LightGCN, Trainer and uniform sampler; returns the test result of the chosen epoch."""
+    config = Config("LightGCN", dataset, [str(data_path / dataset / f"{dataset}.yaml")], settings)
+    init_seed(settings["seed"], config["reproducibility"])
+    init_logger(config)
+    torch.set_num_threads(1)
+    train, valid, test = data_preparation(config, create_dataset(config))
+    trainer = Trainer(config, LightGCN(config, train.dataset))
+    trainer.fit(train, valid, saved=True, callback_fn=lambda epoch, score: curve.append((epoch, float(score))))
+    return trainer.evaluate(test, load_best_model=True)
+
+
+def train_plugin(settings: dict, dataset: str, sampler: str, curve: list) -> dict:
+    """The plugin with ``sampler``, the same settings and protocol, no refit; returns the chosen epoch's test result."""
+    plugin_settings = {
+        **settings,
+        "neg_sampler": sampler,
+        "eval_step": 1,
+        "refit_with_valid": False,
+        "results_dir": None,
+        "torch_threads": 1,
+    }
+    result = run_plugin(
+        "LightGCN",
+        dataset,
+        config_dict=plugin_settings,
+        epoch_callback=lambda epoch, valid: curve.append((epoch, float(valid["recall@20"]))),
+    )
+    return result["test_result"]
+
+
+def run(dataset: str, protocol: str, seed: int, stopping_step: int, sampler: str = "recbole") -> dict:
+    """Train LightGCN under ``protocol`` and return the chosen epoch, its scores and the curve."""
     with tempfile.TemporaryDirectory() as scratch:
         data_path = DEFAULT_DATA_PATH
         if protocol == "published":
@@ -81,19 +120,16 @@ def run(dataset: str, protocol: str, seed: int, stopping_step: int) -> dict:
             "stopping_step": stopping_step,
             "checkpoint_dir": str(Path(scratch) / "saved"),
         }
-        config = Config("LightGCN", dataset, [str(data_path / dataset / f"{dataset}.yaml")], settings)
-        init_seed(seed, config["reproducibility"])
-        init_logger(config)
-        torch.set_num_threads(1)
-        train, valid, test = data_preparation(config, create_dataset(config))
-        trainer = Trainer(config, LightGCN(config, train.dataset))
-        curve = []
-        trainer.fit(train, valid, saved=True, callback_fn=lambda epoch, score: curve.append((epoch, float(score))))
-        test_result = trainer.evaluate(test, load_best_model=True)
+        curve: list[tuple[int, float]] = []
+        if sampler == "recbole":
+            test_result = train_recbole(settings, dataset, data_path, curve)
+        else:
+            test_result = train_plugin(settings, dataset, sampler, curve)
     best_epoch, best_score = max(curve, key=lambda pair: (pair[1], -pair[0]))
     return {
         "dataset": dataset,
         "protocol": protocol,
+        "sampler": sampler,
         "seed": seed,
         "settings": {key: SETTINGS[key] for key in ("n_layers", "embedding_size", "learning_rate", "reg_weight")},
         "chosen_epoch": best_epoch,
@@ -109,14 +145,18 @@ def main() -> None:
     parser.add_argument("--protocol", choices=["ours", "published"], default="ours")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--stopping_step", type=int, default=10)
+    parser.add_argument(
+        "--neg_sampler", default="recbole", help="recbole (RecBole alone, the default) or one of the plugin's samplers"
+    )
     args = parser.parse_args()
-    result = run(args.dataset, args.protocol, args.seed, args.stopping_step)
-    out = PROJECT_ROOT / "results" / "dens-protocol-check" / f"{args.dataset}-{args.protocol}-seed{args.seed}.json"
+    result = run(args.dataset, args.protocol, args.seed, args.stopping_step, args.neg_sampler)
+    tag = "" if args.neg_sampler == "recbole" else f"-{args.neg_sampler}"
+    out = PROJECT_ROOT / "results" / "dens-protocol-check" / f"{args.dataset}-{args.protocol}{tag}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(
-        f"{args.dataset}, RecBole LightGCN, {args.protocol} protocol: epoch {result['chosen_epoch']} chosen on "
-        f"{result['chosen_on']}, test Recall@20 {result['test_result']['recall@20']:.4f}, "
+        f"{args.dataset}, LightGCN ({args.neg_sampler}), {args.protocol} protocol: epoch {result['chosen_epoch']} "
+        f"chosen on {result['chosen_on']}, test Recall@20 {result['test_result']['recall@20']:.4f}, "
         f"NDCG@20 {result['test_result']['ndcg@20']:.4f}; {out}"
     )
 
