@@ -1,7 +1,7 @@
 """Where the gap to the published DENS figures comes from: RecBole's own LightGCN, or one of our samplers.
 
 Usage: python benchmarks/dens_protocol_check.py [--dataset beauty-dens] [--protocol ours|published] [--seed 2020]
-       [--neg_sampler recbole|uniform|dns|mixgcf|...]
+       [--neg_sampler recbole|uniform|dns|mixgcf|...] [--candidate_num=6 ...]
 
 ``ours``: plain RecBole (its Trainer and uniform sampler) on the imported files, the epoch chosen on the carved
 validation split (each user's latest train items), as the plugin's ``uniform`` runs do without ``refit_with_valid``.
@@ -87,8 +87,11 @@ def train_recbole(settings: dict, dataset: str, data_path: Path, curve: list) ->
     return trainer.evaluate(test, load_best_model=True)
 
 
-def train_plugin(settings: dict, dataset: str, sampler: str, curve: list) -> dict:
-    """The plugin with ``sampler``, the same settings and protocol, no refit; returns the chosen epoch's test result."""
+def train_plugin(settings: dict, dataset: str, sampler: str, curve: list, cmd_args: list[str]) -> dict:
+    """The plugin with ``sampler``, the same settings and protocol, no refit; returns the chosen epoch's test result.
+
+    ``cmd_args`` (``--key=value``) override the sampler's own defaults, e.g. ``--candidate_num=6``.
+    """
     plugin_settings = {
         **settings,
         "neg_sampler": sampler,
@@ -101,12 +104,15 @@ def train_plugin(settings: dict, dataset: str, sampler: str, curve: list) -> dic
         "LightGCN",
         dataset,
         config_dict=plugin_settings,
+        cmd_args=cmd_args,
         epoch_callback=lambda epoch, valid: curve.append((epoch, float(valid["recall@20"]))),
     )
     return result["test_result"]
 
 
-def run(dataset: str, protocol: str, seed: int, stopping_step: int, sampler: str = "recbole") -> dict:
+def run(
+    dataset: str, protocol: str, seed: int, stopping_step: int, sampler: str = "recbole", cmd_args: list[str] = ()
+) -> dict:
     """Train LightGCN under ``protocol`` and return the chosen epoch, its scores and the curve."""
     with tempfile.TemporaryDirectory() as scratch:
         data_path = DEFAULT_DATA_PATH
@@ -124,12 +130,13 @@ def run(dataset: str, protocol: str, seed: int, stopping_step: int, sampler: str
         if sampler == "recbole":
             test_result = train_recbole(settings, dataset, data_path, curve)
         else:
-            test_result = train_plugin(settings, dataset, sampler, curve)
+            test_result = train_plugin(settings, dataset, sampler, curve, list(cmd_args))
     best_epoch, best_score = max(curve, key=lambda pair: (pair[1], -pair[0]))
     return {
         "dataset": dataset,
         "protocol": protocol,
         "sampler": sampler,
+        "sampler_args": list(cmd_args),
         "seed": seed,
         "settings": {key: SETTINGS[key] for key in ("n_layers", "embedding_size", "learning_rate", "reg_weight")},
         "chosen_epoch": best_epoch,
@@ -148,9 +155,12 @@ def main() -> None:
     parser.add_argument(
         "--neg_sampler", default="recbole", help="recbole (RecBole alone, the default) or one of the plugin's samplers"
     )
-    args = parser.parse_args()
-    result = run(args.dataset, args.protocol, args.seed, args.stopping_step, args.neg_sampler)
+    args, sampler_args = parser.parse_known_args()
+    if sampler_args and args.neg_sampler == "recbole":
+        parser.error(f"{' '.join(sampler_args)}: settings beyond these options need a plugin sampler (--neg_sampler).")
+    result = run(args.dataset, args.protocol, args.seed, args.stopping_step, args.neg_sampler, sampler_args)
     tag = "" if args.neg_sampler == "recbole" else f"-{args.neg_sampler}"
+    tag += "".join(f"-{arg.lstrip('-').replace('=', '')}" for arg in sampler_args)
     out = PROJECT_ROOT / "results" / "dens-protocol-check" / f"{args.dataset}-{args.protocol}{tag}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -154,6 +154,8 @@ class HNLMConfig(Config):
             defaults.update(self._read_yaml(file))
         sampler = user.get("neg_sampler", defaults.get("neg_sampler"))
         defaults.update(self._read_yaml(PROPERTIES_DIR / "sampler" / f"{sampler}.yaml"))
+        if dataset:  # a sampler's settings on one dataset, e.g. the DENS code's candidate count on its splits
+            defaults.update(self._read_yaml(PROPERTIES_DIR / "dataset" / dataset / f"{sampler}.yaml"))
         return defaults
 
     def _read_yaml(self, file: Path) -> dict:

@@ -154,3 +154,18 @@ def test_a_setting_added_later_keeps_old_config_hashes_at_its_old_behaviour(key,
     assert config_fingerprint(config) == fingerprint
     changed = HNLMConfig("LightGCN", "ml-100k", config_dict={**settings, key: other_value})
     assert config_fingerprint(changed) != fingerprint
+
+
+def test_a_dataset_can_set_one_samplers_defaults_and_the_user_still_wins():
+    # properties/dataset/beauty-dens/dns.yaml: the DENS code's 6 candidates for DNS on its split, not for DINS
+    dns = HNLMConfig("LightGCN", "beauty-dens", config_dict={"state": "ERROR", "neg_sampler": "dns"})
+    assert dns["candidate_num"] == 6
+    assert dns["n_layers"] == 3  # properties/dataset/beauty-dens.yaml still applies
+    dins = HNLMConfig("LightGCN", "beauty-dens", config_dict={"state": "ERROR", "neg_sampler": "dins"})
+    assert dins["candidate_num"] == 16
+    elsewhere = HNLMConfig("LightGCN", "ml-100k", config_dict={"state": "ERROR", "neg_sampler": "dns"})
+    assert elsewhere["candidate_num"] == 16
+    asked = HNLMConfig(
+        "LightGCN", "beauty-dens", config_dict={"state": "ERROR", "neg_sampler": "dns"}, cmd_args=["--candidate_num=16"]
+    )
+    assert asked["candidate_num"] == 16
