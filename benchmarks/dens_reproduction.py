@@ -1,7 +1,7 @@
 """Reproduce the DENS authors' sampler figures on beauty-dens and toy-dens with our samplers on RecBole's LightGCN.
 
 Usage: python benchmarks/dens_reproduction.py [--datasets beauty-dens toy-dens] [--samplers uniform dns ...]
-       [--seeds 3] [--name dens-reproduction] [--report_only] [--key=value ...]
+       [--seeds 3] [--name dens-reproduction] [--reuse results/other ...] [--report_only] [--key=value ...]
 
 The published figures (DENS logs: LightGCN, K=20, the epoch chosen on the *test* set, trained on the whole train
 file) are compared with ours: the epoch chosen on validation (the importer carves each user's latest 10% of train
@@ -10,7 +10,9 @@ with the LightGCN settings in ``properties/dataset/<dataset>.yaml``), mean and s
 through the benchmark matrix (``recbole_hnlm.bench``) in ``results/<name>/``, so a rerun skips finished runs;
 ``--key=value`` settings go to every run (e.g. ``--learning_rate=0.002``), which is how settings are explored
 before they go to ``properties/dataset/<dataset>.yaml``. Writes ``results/<name>/{reproduction.md,reproduction.json,
-reproduction.png}`` and prints the comparison.
+reproduction.png}`` and prints the comparison. ``--reuse`` counts the finished runs of other results folders
+with the same config hash and seed (e.g. one dataset run by a second process into its own folder) instead of training
+them again; the table is the one the command without it makes.
 """
 
 from __future__ import annotations
@@ -55,11 +57,29 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--model", default="LightGCN")
     parser.add_argument("--name", default="dens-reproduction", help="results/<name>/")
     parser.add_argument("--report_only", action="store_true", help="compare the finished runs, run nothing")
+    parser.add_argument("--reuse", nargs="+", default=[], help="results folders whose runs with the same hash count")
     args, settings = parser.parse_known_args(argv)
     unknown = [arg for arg in settings if not (arg.startswith("--") and "=" in arg)]
     if unknown:
         parser.error(f"settings go as --key=value; got {' '.join(unknown)}")
     return args, settings
+
+
+def recorded_arguments(argv: list[str]) -> list[str]:
+    """``argv`` without ``--report_only`` and ``--reuse`` (the same table comes without them)."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg == "--report_only" or arg.startswith("--reuse="):
+            skipping = False
+            continue
+        if arg == "--reuse":
+            skipping = True
+            continue
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        kept.append(arg)
+    return kept
 
 
 def spec_of(args, settings: list[str]) -> MatrixSpec:
@@ -71,6 +91,7 @@ def spec_of(args, settings: list[str]) -> MatrixSpec:
         seeds=str(args.seeds),
         name=args.name,
         cmd_args=settings,
+        reuse=",".join(args.reuse) or None,
     )
 
 
@@ -189,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished runs in {folder}", file=sys.stderr)
         return 1
     # The command that makes the table: --report_only only re-reads it.
-    command = " ".join(["python benchmarks/dens_reproduction.py", *(arg for arg in argv if arg != "--report_only")])
+    command = " ".join(["python benchmarks/dens_reproduction.py", *recorded_arguments(argv)])
     table = markdown(rows, command)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "reproduction.md").write_text(table + "\n", encoding="utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -96,7 +98,7 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
         hashes = {cell: config_fingerprint(config) for cell, config in configs.items()}
         runs = RunsFile(out_dir / "runs.csv")
         required = tuple(subgroup_columns()) if spec.subgroups else ()
-        reused = _reuse_runs(spec.reuse, runs, hashes, required)
+        reused = _reuse_runs(spec.reuse, runs, hashes, required, out_dir / "runs")
         finished = runs.finished(required)
         todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
         write_json_atomic(out_dir / "manifest.json", {**_manifest(spec, hashes, command), "reused": reused})
@@ -134,8 +136,11 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
     }
 
 
-def _reuse_runs(folders: list[str], runs: RunsFile, hashes: dict[BenchCell, str], required: tuple) -> dict:
-    """Copy into ``runs`` the finished runs of other results ``folders`` that match a cell's config hash and seed.
+def _reuse_runs(
+    folders: list[str], runs: RunsFile, hashes: dict[BenchCell, str], required: tuple, results_dir: Path
+) -> dict:
+    """Copy into ``runs`` the finished runs of other results ``folders`` that match a cell's config hash and seed,
+    with each run's results JSON (into ``results_dir``, where it has one), so the copy reads like a run made here.
 
     Returns {cell label: folder} for the runs copied now; a run this matrix already finished is left alone.
     """
@@ -145,13 +150,32 @@ def _reuse_runs(folders: list[str], runs: RunsFile, hashes: dict[BenchCell, str]
     for folder in folders:
         other = RunsFile(Path(folder) / "runs.csv")
         rows = {other.key(row["config_hash"], row["seed"]): row for row in other.rows}
-        for key in sorted((other.finished(required) & wanted.keys()) - finished):
+        keys = sorted((other.finished(required) & wanted.keys()) - finished)
+        result_files = _result_files(Path(folder) / "runs", set(keys), runs) if keys else {}
+        for key in keys:
+            if key in result_files:
+                results_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(result_files[key], results_dir / result_files[key].name)
             runs.record(rows[key])
             finished.add(key)
             reused[wanted[key].label] = str(folder)
     if reused:
         getLogger().warning(f"reused {len(reused)} finished run(s) from {', '.join(folders)}")
     return reused
+
+
+def _result_files(folder: Path, keys: set, runs: RunsFile) -> dict:
+    """{run key: its results JSON in ``folder``} for the runs in ``keys`` (the newest file where a run has several)."""
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+            key = runs.key(result["config_hash"], result["seed"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not a run's results file
+        if key in keys:
+            found[key] = path
+    return found
 
 
 def _run_cell(

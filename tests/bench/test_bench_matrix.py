@@ -192,6 +192,12 @@ def test_a_matrix_reuses_the_matching_runs_of_another_and_runs_only_the_rest(tmp
     assert second[0] == first[0] and [row["sampler"] for row in second] == ["uniform", "dns"]
     manifest = json.loads((tmp_path / "results" / "second" / "manifest.json").read_text())
     assert manifest["reused"] == {f"BPR + uniform on ml-100k, seed {FIRST_SEED}": "results/first"}
+    # The reused run's results JSON came along, so reports that read runs/*.json see it as a run made here.
+    copied = [json.loads(path.read_text()) for path in (tmp_path / "results" / "second" / "runs").glob("*.json")]
+    by_sampler = {result["neg_sampler"]: result for result in copied}
+    assert sorted(by_sampler) == ["dns", "uniform"] and len(copied) == 2
+    assert by_sampler["uniform"]["config_hash"] == first[0]["config_hash"]
+    assert by_sampler["uniform"]["test_result"]["recall@20"] == float(first[0]["recall@20"])
     calls.clear()
     assert main([*other, "--name=third", *FAST[:1], "--learning_rate=0.02", *FAST[2:]]) == 0
     assert calls == ["uniform", "dns"]
