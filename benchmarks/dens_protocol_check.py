@@ -88,7 +88,8 @@ def train_recbole(settings: dict, dataset: str, data_path: Path, curve: list) ->
 
 
 def train_plugin(settings: dict, dataset: str, sampler: str, curve: list, cmd_args: list[str]) -> dict:
-    """The plugin with ``sampler``, the same settings and protocol, no refit; returns the chosen epoch's test result.
+    """The plugin with ``sampler``, the same settings and protocol, no refit; returns the run's result (the chosen
+    epoch's test result and the settings it ran with).
 
     ``cmd_args`` (``--key=value``) override the sampler's own defaults, e.g. ``--candidate_num=6``.
     """
@@ -107,7 +108,7 @@ def train_plugin(settings: dict, dataset: str, sampler: str, curve: list, cmd_ar
         cmd_args=cmd_args,
         epoch_callback=lambda epoch, valid: curve.append((epoch, float(valid["recall@20"]))),
     )
-    return result["test_result"]
+    return result
 
 
 def run(
@@ -127,16 +128,20 @@ def run(
             "checkpoint_dir": str(Path(scratch) / "saved"),
         }
         curve: list[tuple[int, float]] = []
+        sampler_settings = {}
         if sampler == "recbole":
             test_result = train_recbole(settings, dataset, data_path, curve)
         else:
-            test_result = train_plugin(settings, dataset, sampler, curve, list(cmd_args))
+            result = train_plugin(settings, dataset, sampler, curve, list(cmd_args))
+            test_result = result["test_result"]
+            sampler_settings = {key: result[key] for key in ("candidate_num", "sample_num")}
     best_epoch, best_score = max(curve, key=lambda pair: (pair[1], -pair[0]))
     return {
         "dataset": dataset,
         "protocol": protocol,
         "sampler": sampler,
         "sampler_args": list(cmd_args),
+        "sampler_settings": sampler_settings,
         "seed": seed,
         "settings": {key: SETTINGS[key] for key in ("n_layers", "embedding_size", "learning_rate", "reg_weight")},
         "chosen_epoch": best_epoch,
