@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = finished_runs(folder, spec)
     frame = attach_before_refit(frame, folder) if len(frame) else frame
     rows = compare(frame) if len(frame) else []
+    rows.sort(key=lambda row: (spec.datasets.index(row["dataset"]), spec.samplers.index(row["sampler"])))
     if not rows:
         print(f"no finished runs in {folder}", file=sys.stderr)
         return 1
