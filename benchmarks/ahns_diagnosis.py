@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epochs", type=int, default=30)
     args, settings = parser.parse_known_args()
+    if any(arg.startswith("--ahns_similarity=") and not arg.endswith("=ip") for arg in settings):
+        parser.error("this diagnosis reads inner-product scores; --ahns_similarity=cos rescales them inside sample()")
     register_sampler(RecordingAdaptiveHardnessSampler, replace=True)  # name "ahns": same defaults, same training
     torch.set_num_threads(1)
     valid: dict[int, float] = {}
