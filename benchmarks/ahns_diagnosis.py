@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from recbole_hnlm.config import PROJECT_ROOT  # noqa: E402
+from recbole_hnlm.errors import ConfigurationError  # noqa: E402
 from recbole_hnlm.quick_start import run  # noqa: E402
 from recbole_hnlm.samplers import register_sampler  # noqa: E402
 from recbole_hnlm.samplers.ahns import AdaptiveHardnessSampler  # noqa: E402
@@ -34,6 +35,16 @@ class RecordingAdaptiveHardnessSampler(AdaptiveHardnessSampler):
 
     batches: list[dict] = []
 
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """The record reads inner-product scores, so refuse the cosine variant before any training."""
+        super().validate_config(config)
+        if config["ahns_similarity"] != "ip":
+            raise ConfigurationError(
+                f"ahns_similarity={config['ahns_similarity']}: this diagnosis reads inner-product scores, and the "
+                "cosine variant rescales them inside sample(). Fix: drop --ahns_similarity."
+            )
+
     def score_candidates(self, model, user_ids, num, also_score=None):
         scored = super().score_candidates(model, user_ids, num, also_score=also_score)
         self._last = scored
@@ -42,21 +53,18 @@ class RecordingAdaptiveHardnessSampler(AdaptiveHardnessSampler):
     def sample(self, user_ids, item_ids, num, model=None):
         chosen = super().sample(user_ids, item_ids, num, model=model)
         candidates, scores, positive = self._last
-        if self.similarity == "ip":  # the cosine variant rescales inside sample(); its record would mislead
-            target = self.beta * (positive + self.alpha).pow(self.power)
-            picked = (candidates == chosen.unsqueeze(1)).float().argmax(dim=1, keepdim=True)
-            picked_score = scores.gather(1, picked)
-            rank = (scores > picked_score).sum(dim=1).float()  # 0 = the hardest candidate
-            self.batches.append(
-                {
-                    "positive": positive.mean().item(),
-                    "target": target.mean().item(),
-                    "candidate": scores.mean().item(),
-                    "rank": rank.mean().item(),
-                    "hardest": (rank == 0).float().mean().item(),
-                    "easiest": (rank == self.candidate_num - 1).float().mean().item(),
-                }
-            )
+        picked = (candidates == chosen.unsqueeze(1)).float().argmax(dim=1, keepdim=True)
+        rank = (scores > scores.gather(1, picked)).sum(dim=1).float()  # 0 = the hardest candidate
+        self.batches.append(
+            {
+                "positive": positive.mean().item(),
+                "target": self.target(positive).mean().item(),
+                "candidate": scores.mean().item(),
+                "rank": rank.mean().item(),
+                "hardest": (rank == 0).float().mean().item(),
+                "easiest": (rank == self.candidate_num - 1).float().mean().item(),
+            }
+        )
         return chosen
 
 
@@ -75,29 +83,30 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epochs", type=int, default=30)
     args, settings = parser.parse_known_args()
-    if any(arg.startswith("--ahns_similarity=") and not arg.endswith("=ip") for arg in settings):
-        parser.error("this diagnosis reads inner-product scores; --ahns_similarity=cos rescales them inside sample()")
     register_sampler(RecordingAdaptiveHardnessSampler, replace=True)  # name "ahns": same defaults, same training
     torch.set_num_threads(1)
     valid: dict[int, float] = {}
-    with tempfile.TemporaryDirectory() as checkpoints:
-        result = run(
-            args.model,
-            args.dataset,
-            config_dict={
-                "neg_sampler": "ahns",
-                "epochs": args.epochs,
-                "eval_step": 1,
-                "stopping_step": args.epochs,
-                "refit_with_valid": False,
-                "results_dir": None,
-                "checkpoint_dir": checkpoints,
-                "torch_threads": 1,
-                "state": "ERROR",
-            },
-            cmd_args=settings,
-            epoch_callback=lambda epoch, scores: valid.__setitem__(epoch, float(scores["recall@20"])),
-        )
+    try:
+        with tempfile.TemporaryDirectory() as checkpoints:
+            result = run(
+                args.model,
+                args.dataset,
+                config_dict={
+                    "neg_sampler": "ahns",
+                    "epochs": args.epochs,
+                    "eval_step": 1,
+                    "stopping_step": args.epochs,
+                    "refit_with_valid": False,
+                    "results_dir": None,
+                    "checkpoint_dir": checkpoints,
+                    "torch_threads": 1,
+                    "state": "ERROR",
+                },
+                cmd_args=settings,
+                epoch_callback=lambda epoch, scores: valid.__setitem__(epoch, float(scores["recall@20"])),
+            )
+    except ConfigurationError as error:
+        parser.error(str(error))
     batches = RecordingAdaptiveHardnessSampler.batches
     epochs_run = len(result["epoch_train_seconds"])
     rows = per_epoch(batches, math.ceil(len(batches) / epochs_run))

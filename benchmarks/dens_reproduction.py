@@ -44,6 +44,7 @@ PUBLISHED = {
 RECBOLE_REFERENCE = {"beauty-dens": {"uniform": 0.0344, "dns": 0.0377}}
 HARD = ("dns", "ahns", "mixgcf", "dins")
 METRICS = ("recall@20", "ndcg@20")
+PARSER_DEFAULTS = {"model": "LightGCN", "name": "dens-reproduction"}
 
 
 def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -54,8 +55,8 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--model", default="LightGCN")
-    parser.add_argument("--name", default="dens-reproduction", help="results/<name>/")
+    parser.add_argument("--model", default=PARSER_DEFAULTS["model"])
+    parser.add_argument("--name", default=PARSER_DEFAULTS["name"], help="results/<name>/")
     parser.add_argument("--report_only", action="store_true", help="compare the finished runs, run nothing")
     parser.add_argument("--reuse", nargs="+", default=[], help="results folders whose runs with the same hash count")
     args, settings = parser.parse_known_args(argv)
@@ -65,21 +66,15 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, settings
 
 
-def recorded_arguments(argv: list[str]) -> list[str]:
-    """``argv`` without ``--report_only`` and ``--reuse`` (the same table comes without them)."""
-    kept, skipping = [], False
-    for arg in argv:
-        if arg == "--report_only" or arg.startswith("--reuse="):
-            skipping = False
-            continue
-        if arg == "--reuse":
-            skipping = True
-            continue
-        if skipping and not arg.startswith("--"):
-            continue
-        skipping = False
-        kept.append(arg)
-    return kept
+def recorded_command(args, settings: list[str]) -> str:
+    """The command that makes the table: the options as parsed, without ``--report_only`` and ``--reuse`` (the same
+    table comes without them), defaults of ``--model`` and ``--name`` left out."""
+    parts = ["python benchmarks/dens_reproduction.py", "--datasets", *args.datasets, "--samplers", *args.samplers]
+    parts += ["--seeds", str(args.seeds)]
+    for option in ("model", "name"):
+        if getattr(args, option) != PARSER_DEFAULTS[option]:
+            parts += [f"--{option}", getattr(args, option)]
+    return " ".join([*parts, *settings])
 
 
 def spec_of(args, settings: list[str]) -> MatrixSpec:
@@ -211,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished runs in {folder}", file=sys.stderr)
         return 1
     # The command that makes the table: --report_only only re-reads it.
-    command = " ".join(["python benchmarks/dens_reproduction.py", *recorded_arguments(argv)])
+    command = recorded_command(args, settings)
     table = markdown(rows, command)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "reproduction.md").write_text(table + "\n", encoding="utf-8")

@@ -151,7 +151,7 @@ def _reuse_runs(
         other = RunsFile(Path(folder) / "runs.csv")
         rows = {other.key(row["config_hash"], row["seed"]): row for row in other.rows}
         keys = sorted((other.finished(required) & wanted.keys()) - finished)
-        result_files = _result_files(Path(folder) / "runs", set(keys), runs) if keys else {}
+        result_files = _result_files(Path(folder) / "runs", set(keys)) if keys else {}
         for key in keys:
             if key in result_files:
                 results_dir.mkdir(parents=True, exist_ok=True)
@@ -164,13 +164,13 @@ def _reuse_runs(
     return reused
 
 
-def _result_files(folder: Path, keys: set, runs: RunsFile) -> dict:
+def _result_files(folder: Path, keys: set) -> dict:
     """{run key: its results JSON in ``folder``} for the runs in ``keys`` (the newest file where a run has several)."""
     found = {}
     for path in sorted(folder.glob("*.json")):
         try:
             result = json.loads(path.read_text())
-            key = runs.key(result["config_hash"], result["seed"])
+            key = RunsFile.key(result["config_hash"], result["seed"])
         except (ValueError, KeyError, TypeError):
             continue  # not a run's results file
         if key in keys:

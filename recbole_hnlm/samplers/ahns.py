@@ -53,6 +53,10 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
         if similarity == "cos":
             adapter_class_for(config["model"])  # cosines need the model's embeddings
 
+    def target(self, positive: torch.Tensor) -> torch.Tensor:
+        """The score the picked candidate should be closest to, for positives scored ``positive``."""
+        return self.beta * (positive + self.alpha).pow(self.power)
+
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
         """Pick, ``num`` times per positive, the candidate of the adaptive hardness."""
         candidates, scores, positive = self.score_candidates(model, user_ids, num, also_score=item_ids)
@@ -60,7 +64,7 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
             user_norm, item_norm = embedding_norms(model)
             scores = scores / (user_norm[user_ids] * item_norm[candidates]).clamp_min(1e-12)
             positive = positive / (user_norm[user_ids] * item_norm[item_ids]).clamp_min(1e-12)
-        target = self.beta * (positive + self.alpha).pow(self.power)  # (batch,)
+        target = self.target(positive)  # (batch,)
         closest = (scores - target).abs().argmin(dim=1, keepdim=True)
         return candidates.gather(1, closest).squeeze(1)
 
