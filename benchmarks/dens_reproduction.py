@@ -1,7 +1,7 @@
 """Reproduce the DENS authors' sampler figures on beauty-dens and toy-dens with our samplers on RecBole's LightGCN.
 
 Usage: python benchmarks/dens_reproduction.py [--datasets beauty-dens toy-dens] [--samplers uniform dns ...]
-       [--seeds 3] [--name dens-reproduction] [--reuse results/other ...] [--report_only] [--key=value ...]
+       [--seeds 3 or 2022,2021] [--name dens-reproduction] [--reuse results/other ...] [--report_only] [--key=value ...]
 
 The published figures (DENS logs: LightGCN, K=20, the epoch chosen on the *test* set, trained on the whole train
 file) are compared with ours: the epoch chosen on validation (the importer carves each user's latest 10% of train
@@ -54,7 +54,7 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", default="3", help="a count (2020, 2021, ...) or a list such as 2022,2021")
     parser.add_argument("--model", default=PARSER_DEFAULTS["model"])
     parser.add_argument("--name", default=PARSER_DEFAULTS["name"], help="results/<name>/")
     parser.add_argument("--report_only", action="store_true", help="compare the finished runs, run nothing")
@@ -70,7 +70,7 @@ def recorded_command(args, settings: list[str]) -> str:
     """The command that makes the table: the options as parsed, without ``--report_only`` and ``--reuse`` (the same
     table comes without them), defaults of ``--model`` and ``--name`` left out."""
     parts = ["python benchmarks/dens_reproduction.py", "--datasets", *args.datasets, "--samplers", *args.samplers]
-    parts += ["--seeds", str(args.seeds)]
+    parts += ["--seeds", args.seeds]
     for option in ("model", "name"):
         if getattr(args, option) != PARSER_DEFAULTS[option]:
             parts += [f"--{option}", getattr(args, option)]
@@ -83,7 +83,7 @@ def spec_of(args, settings: list[str]) -> MatrixSpec:
         models=args.model,
         samplers=",".join(args.samplers),
         datasets=",".join(args.datasets),
-        seeds=str(args.seeds),
+        seeds=args.seeds,
         name=args.name,
         cmd_args=settings,
         reuse=",".join(args.reuse) or None,
