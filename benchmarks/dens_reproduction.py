@@ -54,7 +54,7 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
-    parser.add_argument("--seeds", default="3", help="a count (2020, 2021, ...) or a list such as 2022,2021")
+    parser.add_argument("--seeds", default="3", help="a count (2020, 2021, ...) or a list: 2022,2021 (one seed: 2022,)")
     parser.add_argument("--model", default=PARSER_DEFAULTS["model"])
     parser.add_argument("--name", default=PARSER_DEFAULTS["name"], help="results/<name>/")
     parser.add_argument("--report_only", action="store_true", help="compare the finished runs, run nothing")

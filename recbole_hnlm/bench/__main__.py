@@ -2,8 +2,8 @@
 
 Example: python -m recbole_hnlm.bench --models=BPR,LightGCN --samplers=uniform,dns --datasets=ml-100k --seeds=3
          python -m recbole_hnlm.bench --config matrix.yaml --epochs=5
---seeds=N runs seeds 2020 .. 2020+N-1 (RecBole's default seed first); --seeds=1,5,9 runs those. Any other
---key=value is a config override for every run, e.g. --epochs=5 --stopping_step=3. A matrix YAML holds
+--seeds=N runs seeds 2020 .. 2020+N-1 (RecBole's default seed first); --seeds=1,5,9 runs those, --seeds=2022, that
+one. Any other --key=value is a config override for every run, e.g. --epochs=5 --stopping_step=3. A matrix YAML holds
 name, models, samplers, datasets, seeds, config_files and settings (a mapping of config overrides).
 Rerunning a command skips the runs it finished (matched by config hash and seed) and retries failed ones.
 Runs use one torch thread each (comparable seconds per epoch, no oversubscription); --torch_threads=N changes it.

@@ -45,12 +45,12 @@ def _names(value, key: str, source: str) -> list[str]:
 
 
 def _seeds(value, source: str) -> list[int]:
-    """Seeds from a count N (FIRST_SEED, FIRST_SEED + 1, ...) or an explicit list ("1,5,9" or [1, 5, 9])."""
+    """Seeds from a count N (FIRST_SEED, FIRST_SEED + 1, ...) or an explicit list ("1,5,9", "2022," or [1, 5, 9])."""
     if isinstance(value, str):
         parts = [part.strip() for part in value.split(",") if part.strip()]
-        if not all(part.lstrip("-").isdigit() for part in parts):
+        if not parts or not all(part.lstrip("-").isdigit() for part in parts):
             raise ConfigurationError(f"{source}: seeds must be a count or integers, e.g. --seeds=3; got {value!r}.")
-        value = int(parts[0]) if len(parts) == 1 else [int(part) for part in parts]
+        value = [int(part) for part in parts] if "," in value else int(parts[0])
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise ConfigurationError(f"{source}: seeds={value} runs nothing. Fix: a count >= 1, e.g. --seeds=3.")

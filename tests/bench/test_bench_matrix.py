@@ -215,6 +215,7 @@ def test_a_matrix_yaml_lists_the_same_as_the_command_line(tmp_path):
     cli = MatrixSpec.from_sources(models="BPR,LightGCN", samplers="uniform,dns", datasets="ml-100k", seeds="3")
     assert spec.cells() == cli.cells() and len(cli.cells()) == 12
     assert MatrixSpec.from_sources(str(matrix), seeds="1,5").seeds == [1, 5]
+    assert MatrixSpec.from_sources(str(matrix), seeds="2022,").seeds == [2022]  # one seed, not a count of 2022
 
     matrix.write_text("models: [BPR]\nsamplers: [uniform]\ndatasets: [ml-100k]\nepochs: 5\n")
     with pytest.raises(ConfigurationError, match="unknown key\\(s\\) epochs.*settings:"):
