@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subgroups", action="store_true", help="add sparse-user and long-tail test metrics")
     parser.add_argument("--reuse", default=None, help="comma-separated results folders whose matching runs count")
     parser.add_argument("--verbose", action="store_true", help="RecBole's per-epoch log and library warnings")
+    parser.add_argument(
+        "--report_only", action="store_true", help="run nothing: table and plots of the runs finished so far"
+    )
     args, overrides = parser.parse_known_args(argv)
     try:
         spec = MatrixSpec.from_sources(
@@ -58,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             subgroups=True if args.subgroups else None,
             reuse=args.reuse,
         )
-        outcome = run_matrix(
-            spec, args.out, verbose=args.verbose, command=shlex.join(["python", "-m", "recbole_hnlm.bench", *argv])
-        )
+        command = shlex.join(["python", "-m", "recbole_hnlm.bench", *[arg for arg in argv if arg != "--report_only"]])
+        outcome = run_matrix(spec, args.out, verbose=args.verbose, command=command, report_only=args.report_only)
     except HNLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -71,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print(outcome["markdown"])
         print(f"\n{outcome['split']}\n")
     failed = f"{outcome['failed']} failed (see errors.log)" if outcome["failed"] else "none failed"
-    print(f"{outcome['ran']} run(s) done, {outcome['skipped']} skipped as finished, {failed}: {outcome['out_dir']}")
+    if args.report_only:
+        print(
+            f"report of {outcome['skipped']} finished run(s), {outcome['missing']} not run yet, {failed}: "
+            f"{outcome['out_dir']}"
+        )
+    else:
+        print(f"{outcome['ran']} run(s) done, {outcome['skipped']} skipped as finished, {failed}: {outcome['out_dir']}")
     return 1 if outcome["failed"] else 0
 
 

@@ -66,11 +66,15 @@ def _failed_row(cell: BenchCell, config_hash: str, error: Exception, memory: dic
     }
 
 
-def run_matrix(spec: MatrixSpec, out_dir: Path | None = None, verbose: bool = False, command: str = "") -> dict:
+def run_matrix(
+    spec: MatrixSpec, out_dir: Path | None = None, verbose: bool = False, command: str = "", report_only: bool = False
+) -> dict:
     """Run every cell of ``spec`` not yet finished in ``out_dir`` and write runs.csv, table.md and plots there.
 
     Every cell's config is built first, so that a bad name or setting stops the matrix before any run. A run
-    that fails is recorded with its error and the others go on; Ctrl-C leaves runs.csv whole.
+    that fails is recorded with its error and the others go on; Ctrl-C leaves runs.csv whole. With ``report_only``
+    nothing runs and nothing but table.md and the plots is written: they cover the runs finished so far (a matrix
+    stopped part-way, or one still running in another process).
     """
     out_dir = Path(out_dir or Path("results") / spec.name)
     defaults = {
@@ -84,12 +88,14 @@ def run_matrix(spec: MatrixSpec, out_dir: Path | None = None, verbose: bool = Fa
     }
     threads = torch.get_num_threads()
     try:
-        return _run_matrix(spec, out_dir, defaults, verbose, command)
+        return _run_matrix(spec, out_dir, defaults, verbose, command, report_only)
     finally:
         torch.set_num_threads(threads)  # runs set it process-wide
 
 
-def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, command: str) -> dict:
+def _run_matrix(
+    spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, command: str, report_only: bool
+) -> dict:
     with warnings.catch_warnings():
         if not verbose:  # RecBole 1.2.1 warns about pandas and torch deprecations in every run
             warnings.simplefilter("ignore", FutureWarning)
@@ -98,6 +104,17 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
         hashes = {cell: config_fingerprint(config) for cell, config in configs.items()}
         runs = RunsFile(out_dir / "runs.csv")
         required = tuple(subgroup_columns()) if spec.subgroups else ()
+        if report_only:
+            finished = runs.finished(required)
+            missing = sum(runs.key(config_hash, cell.seed) not in finished for cell, config_hash in hashes.items())
+            return {
+                "out_dir": out_dir,
+                "runs_file": runs.path,
+                "ran": 0,
+                "skipped": len(hashes) - missing,
+                "missing": missing,
+                **_report(runs, hashes, configs, out_dir),
+            }
         reused = _reuse_runs(spec.reuse, runs, hashes, required, out_dir / "runs")
         finished = runs.finished(required)
         todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
@@ -120,20 +137,24 @@ def _run_matrix(spec: MatrixSpec, out_dir: Path, defaults: dict, verbose: bool, 
             f"{spec.name}: {len(todo)} run(s) in {perf_counter() - started:.1f} s, {len(hashes) - len(todo)} skipped "
             f"as finished; datasets loaded {cache.loads} time(s), reused {cache.reuses} time(s)"
         )
-        current = {runs.key(config_hash, cell.seed) for cell, config_hash in hashes.items()}
-        rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) in current]
-        # The test counterpart of the metric that epochs are selected on, e.g. recall@20.
-        headline = next(iter(configs.values()))["valid_metric"].lower()
-        files = write_report(rows, out_dir, headline)
+        files = _report(runs, hashes, configs, out_dir)
     return {
         "out_dir": out_dir,
         "runs_file": runs.path,
         "ran": len(todo),
         "skipped": len(hashes) - len(todo),
-        "failed": sum(row["status"] != "ok" for row in rows),
         "dataset_loads": cache.loads,
         **files,
     }
+
+
+def _report(runs: RunsFile, hashes: dict[BenchCell, str], configs: dict, out_dir: Path) -> dict:
+    """table.md and the plots over the matrix's recorded runs (older config hashes left out); how many failed."""
+    current = {runs.key(config_hash, cell.seed) for cell, config_hash in hashes.items()}
+    rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) in current]
+    # The test counterpart of the metric that epochs are selected on, e.g. recall@20.
+    headline = next(iter(configs.values()))["valid_metric"].lower()
+    return {"failed": sum(row["status"] != "ok" for row in rows), **write_report(rows, out_dir, headline)}
 
 
 def _reuse_runs(

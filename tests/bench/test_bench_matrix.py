@@ -77,6 +77,14 @@ def test_matrix_writes_runs_table_and_plots_then_resumes_without_training(tmp_pa
     assert read_rows(out) == rows
     assert "0 run(s) done, 4 skipped as finished" in capsys.readouterr().out
 
+    # --report_only on a larger matrix (a third seed not run yet) writes the table of what finished, runs nothing.
+    (out / "table.md").unlink()
+    manifest = (out / "manifest.json").read_text()
+    assert main([arg.replace("--seeds=2", "--seeds=3") for arg in argv] + ["--report_only"]) == 0
+    assert (out / "table.md").read_text() == table and read_rows(out) == rows
+    assert (out / "manifest.json").read_text() == manifest  # the running matrix's own files are left alone
+    assert "report of 4 finished run(s), 2 not run yet, none failed" in capsys.readouterr().out
+
 
 class ExplodingSampler(UniformSampler):
     """Fails on the first batch, as a bug in a sampler would."""
