@@ -149,9 +149,11 @@ def _run_matrix(
 
 
 def _report(runs: RunsFile, hashes: dict[BenchCell, str], configs: dict, out_dir: Path) -> dict:
-    """table.md and the plots over the matrix's recorded runs (older config hashes left out); how many failed."""
-    current = {runs.key(config_hash, cell.seed) for cell, config_hash in hashes.items()}
-    rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) in current]
+    """table.md and the plots over the matrix's recorded runs (older config hashes left out), in the matrix's own
+    order whatever order they were recorded in (reused runs come first); how many failed."""
+    order = {runs.key(config_hash, cell.seed): index for index, (cell, config_hash) in enumerate(hashes.items())}
+    rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) in order]
+    rows.sort(key=lambda row: order[runs.key(row["config_hash"], row["seed"])])
     # The test counterpart of the metric that epochs are selected on, e.g. recall@20.
     headline = next(iter(configs.values()))["valid_metric"].lower()
     return {"failed": sum(row["status"] != "ok" for row in rows), **write_report(rows, out_dir, headline)}

@@ -209,6 +209,14 @@ def test_a_matrix_reuses_the_matching_runs_of_another_and_runs_only_the_rest(tmp
     calls.clear()
     assert main([*other, "--name=third", *FAST[:1], "--learning_rate=0.02", *FAST[2:]]) == 0
     assert calls == ["uniform", "dns"]
+    # Reused runs are recorded before the ones run here; the table still follows the order asked for.
+    calls.clear()
+    asked = ["--samplers=popularity,uniform,dns", "--reuse=results/third", "--name=fourth"]
+    assert main(["--models=BPR", "--datasets=ml-100k", *asked, *FAST[:1], "--learning_rate=0.02", *FAST[2:]]) == 0
+    recorded = [row["sampler"] for row in read_rows(tmp_path / "results" / "fourth")]
+    assert calls == ["popularity"] and sorted(recorded[:2]) == ["dns", "uniform"] and recorded[2] == "popularity"
+    table = (tmp_path / "results" / "fourth" / "table.md").read_text()
+    assert table.index("| BPR | popularity |") < table.index("| BPR | uniform |") < table.index("| BPR | dns |")
 
 
 def test_a_matrix_yaml_lists_the_same_as_the_command_line(tmp_path):
