@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             subgroups=True if args.subgroups else None,
             reuse=args.reuse,
         )
-        command = shlex.join(["python", "-m", "recbole_hnlm.bench", *[arg for arg in argv if arg != "--report_only"]])
+        command = shlex.join(["python", "-m", "recbole_hnlm.bench", *argv])  # for the manifest, which a report leaves
         outcome = run_matrix(spec, args.out, verbose=args.verbose, command=command, report_only=args.report_only)
     except HNLMError as error:
         print(f"error: {error}", file=sys.stderr)
