@@ -104,20 +104,19 @@ def _run_matrix(
         hashes = {cell: config_fingerprint(config) for cell, config in configs.items()}
         runs = RunsFile(out_dir / "runs.csv")
         required = tuple(subgroup_columns()) if spec.subgroups else ()
+        # A report copies nothing in and writes no manifest, so that it can run beside a running matrix.
+        reused = {} if report_only else _reuse_runs(spec.reuse, runs, hashes, required, out_dir / "runs")
+        finished = runs.finished(required)
+        todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
         if report_only:
-            finished = runs.finished(required)
-            missing = sum(runs.key(config_hash, cell.seed) not in finished for cell, config_hash in hashes.items())
             return {
                 "out_dir": out_dir,
                 "runs_file": runs.path,
                 "ran": 0,
-                "skipped": len(hashes) - missing,
-                "missing": missing,
+                "skipped": len(hashes) - len(todo),
+                "missing": len(todo),
                 **_report(runs, hashes, configs, out_dir),
             }
-        reused = _reuse_runs(spec.reuse, runs, hashes, required, out_dir / "runs")
-        finished = runs.finished(required)
-        todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
         write_json_atomic(out_dir / "manifest.json", {**_manifest(spec, hashes, command), "reused": reused})
         cache = LoadedDatasetCache()
         started = perf_counter()
