@@ -84,16 +84,19 @@ def prepare_run_data(config, dataset):
     return train_data, valid_data, test_data
 
 
-def refit_on_train_and_valid(config, dataset, train_data, valid_data, test_data, epochs: int, saved: bool):
+def refit_on_train_and_valid(
+    config, dataset, train_data, valid_data, test_data, epochs: int, saved: bool, progress=None
+):
     """Train a fresh model on train + validation for ``epochs`` epochs (chosen on validation before), no validation.
 
-    Returns its trainer, ready to test: the test set still chooses nothing.
+    Returns its trainer, ready to test: the test set still chooses nothing. ``progress`` as for ``run``.
     """
     refit_data = prepare_refit_data(config, dataset, train_data, valid_data, test_data)
     init_seed(config["seed"], config["reproducibility"])
     recommender = get_model(config["model"])(config, refit_data._dataset).to(config["device"])
     trainer = create_trainer(config, recommender)
     trainer.epochs = epochs
+    trainer.refitting, trainer.progress = True, progress
     trainer.fit(refit_data, None, saved=False, show_progress=config["show_progress"])
     if saved:
         trainer._save_checkpoint(epochs - 1, verbose=False)
@@ -109,12 +112,15 @@ def run(
     saved: bool = True,
     dataset_loader: Callable = load_dataset,
     epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Train with validation-based epoch selection, evaluate on test, and return (and save) the results.
 
     ``dataset_loader(config)`` returns the loaded (not yet split) RecBole Dataset; the benchmark passes one that
     reuses a dataset loaded by an earlier run. ``epoch_callback(epoch, valid_result)`` is called after each
-    validation, e.g. to report to Ray Tune. The result's ``seconds`` splits the run's wall time.
+    validation, e.g. to report to Ray Tune. ``progress(text)`` gets a one-line status after every epoch and
+    validation (``57/300 epochs, valid recall@20 0.0512, best 0.0530 after 45``; ``refit 12/45 epochs``), e.g. for
+    the benchmark's bar. The result's ``seconds`` splits the run's wall time.
     """
     started = perf_counter()
     config = HNLMConfig(model, dataset, config_file_list, config_dict, cmd_args)
@@ -135,6 +141,7 @@ def run(
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(recommender)
     trainer = create_trainer(config, recommender)
+    trainer.progress = progress
 
     def report_epoch(epoch_idx: int, valid_score: float) -> None:
         epoch_callback(epoch_idx, trainer.last_valid_result)
@@ -158,7 +165,9 @@ def run(
         }
         logger.info(f"refit on train + validation for {refit['refit_epochs']} epochs")
         trainers.append(
-            refit_on_train_and_valid(config, data, train_data, valid_data, test_data, refit["refit_epochs"], saved)
+            refit_on_train_and_valid(
+                config, data, train_data, valid_data, test_data, refit["refit_epochs"], saved, progress
+            )
         )
         testing = perf_counter()
         test_result = trainers[-1].evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import traceback
 import warnings
+from collections.abc import Callable
 from importlib.metadata import version
 from logging import getLogger
 from pathlib import Path
@@ -128,9 +129,12 @@ def _run_matrix(
         ):
             for cell in todo:
                 progress.set_postfix_str(cell.label)
-                runs.record(
-                    _run_cell(spec, cell, hashes[cell], {**defaults, "checkpoint_dir": checkpoints}, cache, out_dir)
-                )
+                settings = {**defaults, "checkpoint_dir": checkpoints}
+
+                def show(text: str, label: str = cell.label) -> None:
+                    progress.set_postfix_str(f"{label}: {text}")
+
+                runs.record(_run_cell(spec, cell, hashes[cell], settings, cache, out_dir, show))
                 progress.update()
         getLogger().info(
             f"{spec.name}: {len(todo)} run(s) in {perf_counter() - started:.1f} s, {len(hashes) - len(todo)} skipped "
@@ -201,12 +205,21 @@ def _result_files(folder: Path, keys: set) -> dict:
 
 
 def _run_cell(
-    spec: MatrixSpec, cell: BenchCell, config_hash: str, defaults: dict, cache: LoadedDatasetCache, out_dir: Path
+    spec: MatrixSpec,
+    cell: BenchCell,
+    config_hash: str,
+    defaults: dict,
+    cache: LoadedDatasetCache,
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """One run, as a row of runs.csv; an exception becomes a failed row (Ctrl-C is not caught)."""
+    """One run, as a row of runs.csv; an exception becomes a failed row (Ctrl-C is not caught).
+
+    ``progress`` gets the run's epoch status (``quick_start.run``'s), shown on the matrix's bar.
+    """
     with peak_memory() as memory:
         try:
-            result = quick_start.run(**spec.run_arguments(cell, defaults), dataset_loader=cache)
+            result = quick_start.run(**spec.run_arguments(cell, defaults), dataset_loader=cache, progress=progress)
             if spec.subgroups:
                 metrics = checkpoint_subgroup_metrics(result["checkpoint"], dataset_loader=cache)
                 result["subgroup_metrics"] = {column: metrics[column] for column in subgroup_columns()}

@@ -60,7 +60,14 @@ def test_matrix_writes_runs_table_and_plots_then_resumes_without_training(tmp_pa
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["made_by"] == "recbole_hnlm.bench" and len(manifest["runs"]) == 4
     assert len(list((out / "runs").glob("*.json"))) == 4
-    assert "4 run(s) done, 0 skipped" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "4 run(s) done, 0 skipped" in captured.out
+    # The bar shows each run's epochs and validation as they come (RecBole's own log stays quiet).
+    (result_file,) = (out / "runs").glob(f"BPR-dns-ml-100k-seed{FIRST_SEED + 1}-*.json")
+    valid = json.loads(result_file.read_text())["best_valid_score"]
+    label = f"BPR + dns on ml-100k, seed {FIRST_SEED + 1}"
+    assert f"{label}: 1/1 epochs]" in captured.err  # trained, not yet validated
+    assert f"{label}: 1/1 epochs, valid recall@20 {valid:.4f}, best {valid:.4f} after 1]" in captured.err
 
     # Runs after the first reused the loaded dataset; a fresh load gives the same numbers and config hash.
     fresh = quick_start.run(

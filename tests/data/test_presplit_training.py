@@ -47,9 +47,16 @@ def test_refit_trains_on_train_and_valid_and_never_draws_valid_items_as_negative
 
 def test_refit_run_tests_a_model_trained_for_the_chosen_epochs_and_reloads_with_its_graph(run_settings):
     settings = {**run_settings, "epochs": 3, "eval_step": 1, "refit_with_valid": True, "torch_threads": 1}
-    result = run("LightGCN", "toy-dens", config_dict=settings)
+    shown = []
+    result = run("LightGCN", "toy-dens", config_dict=settings, progress=shown.append)
     selected = run("LightGCN", "toy-dens", config_dict={**settings, "refit_with_valid": False})
     assert result["refit_epochs"] == result["best_epoch"] + 1
+    # Progress: each epoch once trained and once validated, then the refit's epochs, which have no validation.
+    refit_epochs = result["refit_epochs"]
+    assert len(shown) == 6 + refit_epochs and shown[:2] == ["1/3 epochs", shown[1]]
+    assert shown[5].startswith("3/3 epochs, valid recall@20 ")
+    assert shown[5].endswith(f", best {result['best_valid_score']:.4f} after {refit_epochs}")
+    assert shown[6:] == [f"refit {epoch}/{refit_epochs} epochs" for epoch in range(1, refit_epochs + 1)]
     # The selection run is the same run either way; the refit model is another one, trained on more data.
     assert result["selected_model_test_result"] == selected["test_result"]
     assert result["test_result"] != selected["test_result"]
