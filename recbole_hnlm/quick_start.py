@@ -85,7 +85,14 @@ def prepare_run_data(config, dataset):
 
 
 def refit_on_train_and_valid(
-    config, dataset, train_data, valid_data, test_data, epochs: int, saved: bool, progress=None
+    config,
+    dataset,
+    train_data,
+    valid_data,
+    test_data,
+    epochs: int,
+    saved: bool,
+    progress: Callable[[str], None] | None = None,
 ):
     """Train a fresh model on train + validation for ``epochs`` epochs (chosen on validation before), no validation.
 
