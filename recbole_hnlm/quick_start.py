@@ -103,7 +103,8 @@ def refit_on_train_and_valid(
     recommender = get_model(config["model"])(config, refit_data._dataset).to(config["device"])
     trainer = create_trainer(config, recommender)
     trainer.epochs = epochs
-    trainer.refitting, trainer.progress = True, progress
+    if progress is not None:
+        trainer.progress = lambda text: progress(f"refit {text}")
     trainer.fit(refit_data, None, saved=False, show_progress=config["show_progress"])
     if saved:
         trainer._save_checkpoint(epochs - 1, verbose=False)

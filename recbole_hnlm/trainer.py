@@ -29,7 +29,6 @@ class EpochRecordMixin:
         self.last_valid_result: dict[str, float] = {}
         # Called with a one-line status after every epoch and every validation, e.g. by the benchmark's bar.
         self.progress: Callable[[str], None] | None = None
-        self.refitting = False  # True while retraining on train + validation, which has no validation
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = perf_counter()
@@ -64,11 +63,10 @@ class EpochRecordMixin:
 
     def progress_text(self) -> str:
         """e.g. ``57/300 epochs, valid recall@20 0.0512, best 0.0530 after 45``: epochs done, at most, validation."""
-        text = f"{'refit ' if self.refitting else ''}{len(self.epoch_train_seconds)}/{self.epochs} epochs"
+        text = f"{len(self.epoch_train_seconds)}/{self.epochs} epochs"
         if self.valid_scores:
             best_epoch = self.best_epoch
-            best = next(score for epoch, score in self.valid_scores if epoch == best_epoch)
-            latest = self.valid_scores[-1][1]
+            best, latest = dict(self.valid_scores)[best_epoch], self.valid_scores[-1][1]
             text += f", valid {self.valid_metric} {latest:.4f}, best {best:.4f} after {best_epoch + 1}"
         return text
 

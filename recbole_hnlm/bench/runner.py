@@ -127,9 +127,9 @@ def _run_matrix(
                 total=len(hashes), initial=len(hashes) - len(todo), desc=spec.name, unit="run", file=sys.stderr
             ) as progress,
         ):
+            settings = {**defaults, "checkpoint_dir": checkpoints}
             for cell in todo:
                 progress.set_postfix_str(cell.label)
-                settings = {**defaults, "checkpoint_dir": checkpoints}
 
                 def show(text: str, label: str = cell.label) -> None:
                     progress.set_postfix_str(f"{label}: {text}")
