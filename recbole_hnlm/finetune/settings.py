@@ -78,11 +78,8 @@ class FinetuneSettings:
     def from_config(cls, config) -> FinetuneSettings:
         """Read the settings from a RecBole Config (or a dict of Config keys), falling back to ``finetune.yaml``."""
         given = getattr(config, "final_config_dict", config)
-        values = {
-            field.name: given[config_key(field.name)]
-            for field in fields(cls)
-            if config_key(field.name) in given and given[config_key(field.name)] is not None
-        }
+        # A key set to ~ (None) keeps its None: ~ is how a filter is disabled or torch's thread default kept.
+        values = {field.name: given[config_key(field.name)] for field in fields(cls) if config_key(field.name) in given}
         return cls.from_dict(values)
 
     @classmethod

@@ -69,6 +69,16 @@ def test_cf_side_refuses_missing_vectors_and_bad_encoder_modes(tiny_chain):
         train_recommender(tiny_chain, "tuned")
 
 
+def test_tilde_disables_a_filter_instead_of_falling_back_to_its_default(tiny_chain):
+    # ~ on the command line is None; the settings once dropped None values and so took finetune.yaml's 0.9 again.
+    disabled = {"finetune_semantic_similarity": None, "finetune_score_quantile": None, "finetune_torch_threads": None}
+    chain = ChainRun(tiny_chain.dataset, {**tiny_chain.config_dict, **disabled})
+    settings = chain.settings
+    assert (settings.semantic_similarity, settings.score_quantile, settings.torch_threads) == (None, None, None)
+    assert settings.cf_similarity == tiny_chain.settings.cf_similarity is not None
+    assert chain.paths.mined_id != tiny_chain.paths.mined_id
+
+
 def test_command_line_values_and_bad_input(tiny_chain, capsys):
     assert parse_settings(["--finetune_learning_rate=1e-4", "--finetune_pooling=~", "--llm=template"]) == {
         "finetune_learning_rate": 1e-4,
