@@ -225,6 +225,8 @@ def load_data_and_model(model_file: str | os.PathLike, dataset_loader: Callable 
     """
     checkpoint = load_recbole_checkpoint(model_file)
     config = checkpoint["config"]
+    if torch.device(config["device"]).type == "cuda" and not torch.cuda.is_available():
+        config["device"] = torch.device("cpu")  # a checkpoint trained on a GPU, reloaded on a machine without one
     init_seed(config["seed"], config["reproducibility"])
     data = dataset_loader(config)
     train_data, valid_data, test_data = prepare_run_data(config, data)
@@ -233,5 +235,10 @@ def load_data_and_model(model_file: str | os.PathLike, dataset_loader: Callable 
     init_seed(config["seed"], config["reproducibility"])
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     recommender.load_state_dict(checkpoint["state_dict"])
-    recommender.load_other_parameter(checkpoint.get("other_parameter"))
+    # The checkpoint was read onto the CPU; cached tensors such as LightGCN's restore_user_e must be on the model's
+    # device, or its full_sort_predict indexes a CPU table with the device's user ids.
+    other = checkpoint.get("other_parameter")
+    if other:
+        other = {key: value.to(config["device"]) if torch.is_tensor(value) else value for key, value in other.items()}
+    recommender.load_other_parameter(other)
     return config, recommender, data, train_data, valid_data, test_data

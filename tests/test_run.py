@@ -61,6 +61,21 @@ def test_epoch_is_selected_on_validation_and_test_uses_that_checkpoint(run_setti
     assert result["best_valid_score"] == result["valid_result"]["recall@20"]
 
 
+def test_a_checkpoint_trained_on_a_gpu_reloads_where_there_is_none(run_settings):
+    result = run("LightGCN", "ml-100k", config_dict={**run_settings, "epochs": 1})
+    checkpoint = torch.load(result["checkpoint"], weights_only=False)
+    assert checkpoint["other_parameter"]["restore_user_e"] is not None  # the cached tables travel in the checkpoint
+    checkpoint["config"]["device"] = torch.device("cuda")  # as RecBole's Config sets it on a GPU machine
+    torch.save(checkpoint, result["checkpoint"])
+    config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert config["device"].type == here and model.restore_user_e.device.type == here
+    assert next(model.parameters()).device.type == here
+    from recbole_hnlm.trainer import create_trainer
+
+    assert dict(create_trainer(config, model).evaluate(test_data, load_best_model=False)) == result["test_result"]
+
+
 def test_same_seed_gives_identical_runs(run_settings):
     settings = {**run_settings, "epochs": 2, "neg_sampler": "ahns", "results_dir": None}
     first = run("LightGCN", "ml-100k", config_dict=settings)

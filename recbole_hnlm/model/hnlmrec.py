@@ -105,7 +105,9 @@ class HNLMRec(GeneralRecommender):
         # Imported here: recbole_hnlm.llm imports the Config, which imports this module through the model zoo.
         from recbole_hnlm.llm.loader import load_semantic_cache
 
-        self.backbone = get_model(config["backbone"])(config, dataset)
+        # On the run's device before the layout's propagation: RecBole's graph models put their adjacency matrix on
+        # config["device"] when built, their embeddings only when moved (a CPU table against a CUDA graph fails).
+        self.backbone = get_model(config["backbone"])(config, dataset).to(self.device)
         self.adapter = get_adapter(self.backbone)
         cache = load_semantic_cache(config, dataset, build=False)
         vectors = torch.from_numpy(np.array(cache.item_profile_vectors, dtype=np.float32))
