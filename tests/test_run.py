@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from recbole_hnlm.compat import load_recbole_checkpoint
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.quick_start import LATER_SETTINGS, config_fingerprint, load_data_and_model, run
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, NegativeSampler, register_sampler
+from recbole_hnlm.trainer import create_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 BUILT_IN = ["uniform", "popularity", "dns", "dns_mn", "ahns"]
@@ -51,8 +53,6 @@ def test_epoch_is_selected_on_validation_and_test_uses_that_checkpoint(run_setti
     settings = {**run_settings, "epochs": 4, "neg_sampler": "dns", "learning_rate": 0.01}
     result = run("BPR", "ml-100k", config_dict=settings)
     config, model, _, _, valid_data, test_data = load_data_and_model(result["checkpoint"])
-    from recbole_hnlm.trainer import create_trainer
-
     trainer = create_trainer(config, model)
     valid_again = trainer.evaluate(valid_data, load_best_model=False)
     test_again = trainer.evaluate(test_data, load_best_model=False)
@@ -63,7 +63,7 @@ def test_epoch_is_selected_on_validation_and_test_uses_that_checkpoint(run_setti
 
 def test_a_checkpoint_trained_on_a_gpu_reloads_where_there_is_none(run_settings):
     result = run("LightGCN", "ml-100k", config_dict={**run_settings, "epochs": 1})
-    checkpoint = torch.load(result["checkpoint"], weights_only=False)
+    checkpoint = load_recbole_checkpoint(result["checkpoint"])
     assert checkpoint["other_parameter"]["restore_user_e"] is not None  # the cached tables travel in the checkpoint
     checkpoint["config"]["device"] = torch.device("cuda")  # as RecBole's Config sets it on a GPU machine
     torch.save(checkpoint, result["checkpoint"])
@@ -71,8 +71,6 @@ def test_a_checkpoint_trained_on_a_gpu_reloads_where_there_is_none(run_settings)
     here = "cuda" if torch.cuda.is_available() else "cpu"
     assert config["device"].type == here and model.restore_user_e.device.type == here
     assert next(model.parameters()).device.type == here
-    from recbole_hnlm.trainer import create_trainer
-
     assert dict(create_trainer(config, model).evaluate(test_data, load_best_model=False)) == result["test_result"]
 
 
@@ -81,8 +79,8 @@ def test_same_seed_gives_identical_runs(run_settings):
     first = run("LightGCN", "ml-100k", config_dict=settings)
     second = run("LightGCN", "ml-100k", config_dict=settings)
     assert first["test_result"] == second["test_result"] and first["train_loss"] == second["train_loss"]
-    a = torch.load(first["checkpoint"], weights_only=False)["state_dict"]
-    b = torch.load(second["checkpoint"], weights_only=False)["state_dict"]
+    a = load_recbole_checkpoint(first["checkpoint"])["state_dict"]
+    b = load_recbole_checkpoint(second["checkpoint"])["state_dict"]
     # Multi-threaded sparse propagation may sum in another order: equal up to float rounding, not bitwise.
     assert all(torch.allclose(a[key], b[key], rtol=0, atol=1e-6) for key in a)
     third = run("LightGCN", "ml-100k", config_dict={**settings, "seed": 7})
