@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", default=None, help="comma-separated results folders whose matching runs count")
     parser.add_argument("--verbose", action="store_true", help="RecBole's per-epoch log and library warnings")
     parser.add_argument(
-        "--report_only", action="store_true", help="run nothing: table and plots of the runs finished so far"
+        "--report_only",
+        action="store_true",
+        help="run nothing: table and plots of the runs finished so far, --reuse folders' matching runs included",
     )
     args, overrides = parser.parse_known_args(argv)
     try:

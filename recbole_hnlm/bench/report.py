@@ -232,6 +232,7 @@ def write_report(rows: list[dict], out_dir: Path, headline: str) -> dict:
         headline = metric_columns(frame)[0]
     table = markdown_table(frame, headline)
     split = time_split_table(frame)
+    out_dir.mkdir(parents=True, exist_ok=True)  # a report of runs reused from other folders may be its first file
     table_file = out_dir / "table.md"
     table_file.write_text(f"{table}\n\n### Where the time went\n\n{split}\n", encoding="utf-8")
     plot_file = out_dir / "metric_by_sampler.png"

@@ -105,19 +105,23 @@ def _run_matrix(
         hashes = {cell: config_fingerprint(config) for cell, config in configs.items()}
         runs = RunsFile(out_dir / "runs.csv")
         required = tuple(subgroup_columns()) if spec.subgroups else ()
-        # A report copies nothing in and writes no manifest, so that it can run beside a running matrix.
-        reused = {} if report_only else _reuse_runs(spec.reuse, runs, hashes, required, out_dir / "runs")
-        finished = runs.finished(required)
-        todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
         if report_only:
+            # A report copies nothing in and writes no runs.csv or manifest, so that it can run beside a running
+            # matrix (or beside the one it reuses); the reused folders' matching runs count in its table all the same.
+            rows = runs.rows + [row for _, row in _reusable_runs(spec.reuse, runs, hashes, required)]
+            finished = {runs.key(row["config_hash"], row["seed"]) for row in rows if row["status"] == "ok"}
+            missing = sum(runs.key(config_hash, cell.seed) not in finished for cell, config_hash in hashes.items())
             return {
                 "out_dir": out_dir,
                 "runs_file": runs.path,
                 "ran": 0,
-                "skipped": len(hashes) - len(todo),
-                "missing": len(todo),
-                **_report(runs, hashes, configs, out_dir),
+                "skipped": len(hashes) - missing,
+                "missing": missing,
+                **_report(rows, hashes, configs, out_dir),
             }
+        reused = _reuse_runs(spec.reuse, runs, hashes, required, out_dir / "runs")
+        finished = runs.finished(required)
+        todo = [cell for cell, config_hash in hashes.items() if runs.key(config_hash, cell.seed) not in finished]
         write_json_atomic(out_dir / "manifest.json", {**_manifest(spec, hashes, command), "reused": reused})
         cache = LoadedDatasetCache()
         started = perf_counter()
@@ -140,7 +144,7 @@ def _run_matrix(
             f"{spec.name}: {len(todo)} run(s) in {perf_counter() - started:.1f} s, {len(hashes) - len(todo)} skipped "
             f"as finished; datasets loaded {cache.loads} time(s), reused {cache.reuses} time(s)"
         )
-        files = _report(runs, hashes, configs, out_dir)
+        files = _report(runs.rows, hashes, configs, out_dir)
     return {
         "out_dir": out_dir,
         "runs_file": runs.path,
@@ -151,12 +155,12 @@ def _run_matrix(
     }
 
 
-def _report(runs: RunsFile, hashes: dict[BenchCell, str], configs: dict, out_dir: Path) -> dict:
-    """table.md and the plots over the matrix's recorded runs (older config hashes left out), in the matrix's own
+def _report(recorded: list[dict], hashes: dict[BenchCell, str], configs: dict, out_dir: Path) -> dict:
+    """table.md and the plots over the matrix's ``recorded`` runs (older config hashes left out), in the matrix's own
     order whatever order they were recorded in (reused runs come first); how many failed."""
-    order = {runs.key(config_hash, cell.seed): index for index, (cell, config_hash) in enumerate(hashes.items())}
-    rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) in order]
-    rows.sort(key=lambda row: order[runs.key(row["config_hash"], row["seed"])])
+    order = {RunsFile.key(config_hash, cell.seed): index for index, (cell, config_hash) in enumerate(hashes.items())}
+    rows = [row for row in recorded if RunsFile.key(row["config_hash"], row["seed"]) in order]
+    rows.sort(key=lambda row: order[RunsFile.key(row["config_hash"], row["seed"])])
     # The test counterpart of the metric that epochs are selected on, e.g. recall@20.
     headline = next(iter(configs.values()))["valid_metric"].lower()
     return {"failed": sum(row["status"] != "ok" for row in rows), **write_report(rows, out_dir, headline)}
@@ -171,23 +175,39 @@ def _reuse_runs(
     Returns {cell label: folder} for the runs copied now; a run this matrix already finished is left alone.
     """
     reused = {}
-    finished = runs.finished(required)
     wanted = {runs.key(config_hash, cell.seed): cell for cell, config_hash in hashes.items()}
-    for folder in folders:
-        other = RunsFile(Path(folder) / "runs.csv")
-        rows = {other.key(row["config_hash"], row["seed"]): row for row in other.rows}
-        keys = sorted((other.finished(required) & wanted.keys()) - finished)
-        result_files = _result_files(Path(folder) / "runs", set(keys)) if keys else {}
-        for key in keys:
-            if key in result_files:
-                results_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(result_files[key], results_dir / result_files[key].name)
-            runs.record(rows[key])
-            finished.add(key)
-            reused[wanted[key].label] = str(folder)
+    found = _reusable_runs(folders, runs, hashes, required)
+    result_files = {}  # each run comes from one folder only, so the folders' files merge without clashes
+    for folder in dict.fromkeys(folder for folder, _ in found):
+        keys = {runs.key(row["config_hash"], row["seed"]) for other, row in found if other == folder}
+        result_files.update(_result_files(Path(folder) / "runs", keys))
+    for folder, row in found:
+        key = runs.key(row["config_hash"], row["seed"])
+        if key in result_files:
+            results_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(result_files[key], results_dir / result_files[key].name)
+        runs.record(row)
+        reused[wanted[key].label] = folder
     if reused:
         getLogger().warning(f"reused {len(reused)} finished run(s) from {', '.join(folders)}")
     return reused
+
+
+def _reusable_runs(
+    folders: list[str], runs: RunsFile, hashes: dict[BenchCell, str], required: tuple
+) -> list[tuple[str, dict]]:
+    """(folder, row) for each finished run of the other results ``folders`` that matches a cell's config hash and
+    seed and that ``runs`` has not finished, in key order; where several folders hold a run, the first named wins."""
+    found = []
+    finished = runs.finished(required)
+    wanted = {runs.key(config_hash, cell.seed) for cell, config_hash in hashes.items()}
+    for folder in folders:
+        other = RunsFile(Path(folder) / "runs.csv")
+        rows = {other.key(row["config_hash"], row["seed"]): row for row in other.rows}
+        keys = sorted((other.finished(required) & wanted) - finished)
+        found += [(str(folder), rows[key]) for key in keys]
+        finished.update(keys)
+    return found
 
 
 def _result_files(folder: Path, keys: set) -> dict:

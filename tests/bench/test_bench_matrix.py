@@ -224,6 +224,15 @@ def test_a_matrix_reuses_the_matching_runs_of_another_and_runs_only_the_rest(tmp
     assert calls == ["popularity"] and sorted(recorded[:2]) == ["dns", "uniform"] and recorded[2] == "popularity"
     table = (tmp_path / "results" / "fourth" / "table.md").read_text()
     assert table.index("| BPR | popularity |") < table.index("| BPR | uniform |") < table.index("| BPR | dns |")
+    # --report_only counts a reused folder's runs in its table but copies nothing, so it can run beside that matrix.
+    monkeypatch.setattr(quick_start, "run", refuse_to_run)
+    capsys.readouterr()
+    asked = ["--samplers=popularity,uniform,dns,dins", "--reuse=results/fourth", "--name=fifth", "--report_only"]
+    assert main(["--models=BPR", "--datasets=ml-100k", *asked, *FAST[:1], "--learning_rate=0.02", *FAST[2:]]) == 0
+    fifth = tmp_path / "results" / "fifth"
+    assert (fifth / "table.md").read_text() == table
+    assert not (fifth / "runs.csv").exists() and not (fifth / "manifest.json").exists()
+    assert "report of 3 finished run(s), 1 not run yet, none failed" in capsys.readouterr().out
 
 
 def test_a_matrix_yaml_lists_the_same_as_the_command_line(tmp_path):
