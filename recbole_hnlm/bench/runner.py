@@ -108,8 +108,13 @@ def _run_matrix(
         if report_only:
             # A report copies nothing in and writes no runs.csv or manifest, so that it can run beside a running
             # matrix (or beside the one it reuses); the reused folders' matching runs count in its table all the same.
-            rows = runs.rows + [row for _, row in _reusable_runs(spec.reuse, runs, hashes, required)]
-            finished = {runs.key(row["config_hash"], row["seed"]) for row in rows if row["status"] == "ok"}
+            reusable = {
+                runs.key(row["config_hash"], row["seed"]): row
+                for _, row in _reusable_runs(spec.reuse, runs, hashes, required)
+            }
+            rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) not in reusable]
+            rows += reusable.values()  # a reused run stands in for a failed one here, as it would once copied
+            finished = runs.finished(required) | reusable.keys()
             missing = sum(runs.key(config_hash, cell.seed) not in finished for cell, config_hash in hashes.items())
             return {
                 "out_dir": out_dir,

@@ -10,6 +10,7 @@ import pytest
 from recbole_hnlm import quick_start
 from recbole_hnlm.bench.__main__ import main
 from recbole_hnlm.bench.matrix import FIRST_SEED, MatrixSpec
+from recbole_hnlm.bench.runs_file import RunsFile
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, UniformSampler
@@ -224,14 +225,18 @@ def test_a_matrix_reuses_the_matching_runs_of_another_and_runs_only_the_rest(tmp
     assert calls == ["popularity"] and sorted(recorded[:2]) == ["dns", "uniform"] and recorded[2] == "popularity"
     table = (tmp_path / "results" / "fourth" / "table.md").read_text()
     assert table.index("| BPR | popularity |") < table.index("| BPR | uniform |") < table.index("| BPR | dns |")
-    # --report_only counts a reused folder's runs in its table but copies nothing, so it can run beside that matrix.
+    # --report_only counts a reused folder's runs in its table (one in place of a run that failed here) but copies
+    # nothing, so it can run beside that matrix.
     monkeypatch.setattr(quick_start, "run", refuse_to_run)
     capsys.readouterr()
+    fifth = tmp_path / "results" / "fifth"
+    failed = {**read_rows(tmp_path / "results" / "fourth")[0], "status": "failed", "error": "RuntimeError: boom"}
+    RunsFile(fifth / "runs.csv").record(failed)
+    runs_file = (fifth / "runs.csv").read_text()
     asked = ["--samplers=popularity,uniform,dns,dins", "--reuse=results/fourth", "--name=fifth", "--report_only"]
     assert main(["--models=BPR", "--datasets=ml-100k", *asked, *FAST[:1], "--learning_rate=0.02", *FAST[2:]]) == 0
-    fifth = tmp_path / "results" / "fifth"
     assert (fifth / "table.md").read_text() == table
-    assert not (fifth / "runs.csv").exists() and not (fifth / "manifest.json").exists()
+    assert (fifth / "runs.csv").read_text() == runs_file and not (fifth / "manifest.json").exists()
     assert "report of 3 finished run(s), 1 not run yet, none failed" in capsys.readouterr().out
 
 
