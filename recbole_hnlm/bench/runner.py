@@ -108,10 +108,7 @@ def _run_matrix(
         if report_only:
             # A report copies nothing in and writes no runs.csv or manifest, so that it can run beside a running
             # matrix (or beside the one it reuses); the reused folders' matching runs count in its table all the same.
-            reusable = {
-                runs.key(row["config_hash"], row["seed"]): row
-                for _, row in _reusable_runs(spec.reuse, runs, hashes, required)
-            }
+            reusable = {key: row for _, key, row in _reusable_runs(spec.reuse, runs, hashes, required)}
             rows = [row for row in runs.rows if runs.key(row["config_hash"], row["seed"]) not in reusable]
             rows += reusable.values()  # a reused run stands in for a failed one here, as it would once copied
             finished = runs.finished(required) | reusable.keys()
@@ -183,11 +180,10 @@ def _reuse_runs(
     wanted = {runs.key(config_hash, cell.seed): cell for cell, config_hash in hashes.items()}
     found = _reusable_runs(folders, runs, hashes, required)
     result_files = {}  # each run comes from one folder only, so the folders' files merge without clashes
-    for folder in dict.fromkeys(folder for folder, _ in found):
-        keys = {runs.key(row["config_hash"], row["seed"]) for other, row in found if other == folder}
+    for folder in dict.fromkeys(folder for folder, _, _ in found):
+        keys = {key for other, key, _ in found if other == folder}
         result_files.update(_result_files(Path(folder) / "runs", keys))
-    for folder, row in found:
-        key = runs.key(row["config_hash"], row["seed"])
+    for folder, key, row in found:
         if key in result_files:
             results_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(result_files[key], results_dir / result_files[key].name)
@@ -200,9 +196,10 @@ def _reuse_runs(
 
 def _reusable_runs(
     folders: list[str], runs: RunsFile, hashes: dict[BenchCell, str], required: tuple
-) -> list[tuple[str, dict]]:
-    """(folder, row) for each finished run of the other results ``folders`` that matches a cell's config hash and
-    seed and that ``runs`` has not finished, in key order; where several folders hold a run, the first named wins."""
+) -> list[tuple[str, tuple[str, str], dict]]:
+    """(folder, run key, row) for each finished run of the other results ``folders`` that matches a cell's config
+    hash and seed and that ``runs`` has not finished, in key order; where several folders hold a run, the first
+    named wins."""
     found = []
     finished = runs.finished(required)
     wanted = {runs.key(config_hash, cell.seed) for cell, config_hash in hashes.items()}
@@ -210,7 +207,7 @@ def _reusable_runs(
         other = RunsFile(Path(folder) / "runs.csv")
         rows = {other.key(row["config_hash"], row["seed"]): row for row in other.rows}
         keys = sorted((other.finished(required) & wanted) - finished)
-        found += [(str(folder), rows[key]) for key in keys]
+        found += [(str(folder), key, rows[key]) for key in keys]
         finished.update(keys)
     return found
 
