@@ -76,7 +76,11 @@ class EpochRecordMixin:
 
     @property
     def best_epoch(self) -> int | None:
-        """The epoch whose validation score RecBole kept (the first best, as its early stopping does)."""
+        """The first epoch that reached the best validation score (the refit trains this many + 1 epochs).
+
+        RecBole's early stopping counts a tie as an improvement (``value >= best``): its patience restarts and the
+        checkpoint it keeps, which a run without refit tests, is the last tied epoch, so on a tie that checkpoint is
+        later than this epoch."""
         if not self.valid_scores:
             return None
         best = (
