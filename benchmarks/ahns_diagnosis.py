@@ -18,16 +18,18 @@ import json
 import math
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from recbole_hnlm.config import PROJECT_ROOT  # noqa: E402
 from recbole_hnlm.errors import ConfigurationError  # noqa: E402
 from recbole_hnlm.quick_start import run  # noqa: E402
 from recbole_hnlm.samplers import register_sampler  # noqa: E402
 from recbole_hnlm.samplers.ahns import AdaptiveHardnessSampler  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class RecordingAdaptiveHardnessSampler(AdaptiveHardnessSampler):

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from recbole_hnlm import compat  # noqa: E402
-from recbole_hnlm.config import DEFAULT_DATA_PATH, PROJECT_ROOT  # noqa: E402
+from recbole_hnlm.paths import default_data_path  # noqa: E402
 from recbole_hnlm.quick_start import run as run_plugin  # noqa: E402
 
 compat.apply()
@@ -45,6 +45,9 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.model.general_recommender import LightGCN  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_PATH = default_data_path()
 
 SETTINGS = {
     "n_layers": 3,

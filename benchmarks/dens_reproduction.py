@@ -31,7 +31,8 @@ from scipy.stats import ttest_rel  # noqa: E402
 from recbole_hnlm.bench.matrix import MatrixSpec  # noqa: E402
 from recbole_hnlm.bench.report import plot_recall_per_label  # noqa: E402
 from recbole_hnlm.bench.runner import run_matrix  # noqa: E402
-from recbole_hnlm.config import PROJECT_ROOT  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLERS = ["uniform", "popularity", "dns", "dns_mn", "ahns", "mixgcf", "dins"]
 DATASETS = ["beauty-dens", "toy-dens"]

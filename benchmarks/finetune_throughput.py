@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbole_hnlm.config import PROJECT_ROOT, HNLMConfig
+from recbole_hnlm.config import HNLMConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 OUT = PROJECT_ROOT / "results" / "finetune_throughput"
 

@@ -49,9 +49,10 @@ from recbole_hnlm.bench.report import BASELINE, _frame, markdown_table, paired_p
 from recbole_hnlm.bench.runner import run_matrix  # noqa: E402
 from recbole_hnlm.bench.runs_file import RunsFile  # noqa: E402
 from recbole_hnlm.bench.subgroups import subgroup_columns  # noqa: E402
-from recbole_hnlm.config import PROJECT_ROOT  # noqa: E402
 from recbole_hnlm.errors import HNLMError  # noqa: E402
 from recbole_hnlm.finetune.__main__ import parse_settings  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 OUT = PROJECT_ROOT / "results" / "hnlmrec_report"
 SMOKE_OUT = PROJECT_ROOT / "results" / "hnlmrec_report-smoke"  # kept apart so that a smoke run never mixes in

@@ -21,18 +21,21 @@ import os
 import statistics
 import time
 from logging import getLogger
+from pathlib import Path
 
 import torch
 from recbole.utils import init_logger, init_seed
 from tqdm import tqdm
 
-from recbole_hnlm.config import PROJECT_ROOT, HNLMConfig
+from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.llm import LLMSettings
 from recbole_hnlm.llm.backends import TextEmbedder, create_generator
 from recbole_hnlm.llm.catalogue import Catalogue
 from recbole_hnlm.llm.json_repair import parse_llm_json
 from recbole_hnlm.llm.prompts import read_prompts, usable_answer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 QUIET = {"state": "INFO", "show_progress": False, "results_dir": None, "llm": "smollm2"}
 

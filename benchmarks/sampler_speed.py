@@ -24,11 +24,13 @@ from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from recbole_hnlm.config import PROJECT_ROOT, HNLMConfig  # noqa: E402
+from recbole_hnlm.config import HNLMConfig  # noqa: E402
 from recbole_hnlm.data.preparation import load_dataset  # noqa: E402
 from recbole_hnlm.model import get_model  # noqa: E402
 from recbole_hnlm.quick_start import prepare_run_data  # noqa: E402
 from recbole_hnlm.trainer import create_trainer  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 QUIET = {"state": "ERROR", "show_progress": False, "results_dir": None}
 # (label, plugin sampler or None for RecBole's loader, RecBole train_neg_sample_args overrides)

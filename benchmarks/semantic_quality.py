@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pandas as pd
 from scipy.stats import ttest_rel
@@ -32,7 +33,8 @@ from scipy.stats import ttest_rel
 from recbole_hnlm.bench.matrix import MatrixSpec
 from recbole_hnlm.bench.report import plot_recall_per_label
 from recbole_hnlm.bench.runner import run_matrix
-from recbole_hnlm.config import PROJECT_ROOT
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # group -> (samplers, settings on the command line of its matrix)
 GROUPS = {

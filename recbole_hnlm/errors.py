@@ -22,6 +22,10 @@ class UnknownNameError(ConfigurationError):
         self.valid = sorted(valid)
 
 
+class UnknownSettingError(ConfigurationError):
+    """A ``--key=value`` (or config key) that no part of the run reads, e.g. a typo."""
+
+
 class UnsupportedModelError(ConfigurationError):
     """A model that cannot be trained with sampled negatives."""
 

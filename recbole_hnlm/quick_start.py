@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Callable
 from logging import getLogger
 from pathlib import Path
@@ -15,13 +12,13 @@ import torch
 from recbole.utils import init_logger, init_seed
 
 from recbole_hnlm.compat import load_recbole_checkpoint
-from recbole_hnlm.config import HNLMConfig
+from recbole_hnlm.config import HNLMConfig, config_fingerprint, recorded_settings
 from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
+from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.model import get_model
-from recbole_hnlm.samplers import SemanticNegativeSampler
 from recbole_hnlm.trainer import create_trainer
 
-# Settings that identify a run in its results file (the full config is in RecBole's log).
+# Settings that identify a run at the top of its results file; ``config`` in that file holds every setting.
 _IDENTITY_KEYS = (
     "model",
     "backbone",
@@ -41,46 +38,17 @@ _IDENTITY_KEYS = (
 )
 
 
-# Settings added after benchmark runs were recorded, with the value that reproduces those runs. At that value they
-# stay out of the fingerprint, so that adding a setting does not orphan the finished runs of every matrix.
-LATER_SETTINGS = {"refit_with_valid": False, "ahns_similarity": "ip"}
-
-
-def config_fingerprint(config) -> str:
-    """A short hash of every setting that can change a run's result."""
-    ignored = {"device", "gpu_id", "show_progress", "state", "results_dir", "checkpoint_dir", "torch_threads"}
-    items = sorted(
-        (key, repr(value))
-        for key, value in config.final_config_dict.items()
-        if key not in ignored and not (key in LATER_SETTINGS and value == LATER_SETTINGS[key])
-    )
-    return hashlib.sha256(repr(items).encode()).hexdigest()[:12]
-
-
 def set_torch_threads(config) -> None:
     """Apply ``torch_threads`` when set (left to torch's default otherwise)."""
     if config["torch_threads"]:
         torch.set_num_threads(int(config["torch_threads"]))
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2, default=str)
-    os.replace(temporary, path)
-
-
 def prepare_run_data(config, dataset):
-    """Split ``dataset`` and build its dataloaders; for ``neg_sampler=hnlm``, build or open its LLM cache too.
-
-    The cache is built here, where the validation and test splits are known: they measure its false hard negatives.
-    """
+    """Split ``dataset``, build its dataloaders, and let the sampler prepare (e.g. ``hnlm`` builds its LLM cache,
+    whose false hard negatives the held-out splits measure)."""
     train_data, valid_data, test_data = prepare_data(config, dataset)
-    sampler = train_data.negative_sampler
-    if isinstance(sampler, SemanticNegativeSampler):
-        sampler.open_cache([valid_data._dataset, test_data._dataset])
+    train_data.negative_sampler.prepare([valid_data._dataset, test_data._dataset])
     return train_data, valid_data, test_data
 
 
@@ -136,11 +104,11 @@ def run(
     set_torch_threads(config)
     init_logger(config)
     logger = getLogger()
-    logger.info(config)
 
     loading = perf_counter()
-    data = dataset_loader(config)
+    data = dataset_loader(config)  # validates the data files first, so their errors are not buried under the log
     loaded = perf_counter()
+    logger.info(config)
     logger.info(data)
     train_data, valid_data, test_data = prepare_run_data(config, data)
     prepared = perf_counter()
@@ -185,6 +153,7 @@ def run(
     result = {
         **{key: config[key] for key in _IDENTITY_KEYS},
         "config_hash": config_fingerprint(config),
+        "config": recorded_settings(config),
         "best_epoch": trainer.best_epoch,
         "best_valid_score": float(best_valid_score),
         "valid_result": {key: float(value) for key, value in (best_valid_result or {}).items()},
@@ -203,8 +172,7 @@ def run(
         **refit,
         "checkpoint": trainers[-1].saved_model_file if saved else None,
     }
-    if isinstance(train_data.negative_sampler, SemanticNegativeSampler):
-        result["semantic_negatives"] = train_data.negative_sampler.describe()
+    result.update(train_data.negative_sampler.run_details())
     logger.info(f"best valid ({config['valid_metric']}) at epoch {trainer.best_epoch}: {best_valid_result}")
     logger.info(f"test result: {test_result}")
     if config["results_dir"]:

@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from recbole_hnlm.config import DEFAULT_DATA_PATH, HNLMConfig
+from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
+from recbole_hnlm.paths import default_data_path
+
+DEFAULT_DATA_PATH = default_data_path()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The suite runs on the CPU, also where a GPU is visible: its tests build models and samplers without moving them to

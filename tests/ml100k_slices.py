@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from recbole_hnlm.config import DEFAULT_DATA_PATH
+from recbole_hnlm.paths import default_data_path
+
+DEFAULT_DATA_PATH = default_data_path()
 
 
 def write_ml100k_slice(root: Path, name: str, max_item: int, history: tuple[int, int], n_users: int) -> Path:

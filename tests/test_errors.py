@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recbole_hnlm import compat
-from recbole_hnlm.config import DEFAULT_DATA_PATH, HNLMConfig
+from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import (
     ConfigurationError,
     DataFormatError,
@@ -18,7 +18,10 @@ from recbole_hnlm.errors import (
     UnknownNameError,
     UnsupportedModelError,
 )
+from recbole_hnlm.paths import default_data_path
 from recbole_hnlm.quick_start import run
+
+DEFAULT_DATA_PATH = default_data_path()
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"state": "ERROR", "show_progress": False}

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from recbole_hnlm.compat import load_recbole_checkpoint
-from recbole_hnlm.config import HNLMConfig
-from recbole_hnlm.quick_start import LATER_SETTINGS, config_fingerprint, load_data_and_model, run
+from recbole_hnlm.config import LATER_SETTINGS, HNLMConfig, config_fingerprint
+from recbole_hnlm.quick_start import load_data_and_model, run
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, NegativeSampler, register_sampler
 from recbole_hnlm.trainer import create_trainer
 

@@ -18,14 +18,15 @@ from time import perf_counter, strftime
 import torch
 from tqdm import tqdm
 
-from recbole_hnlm import quick_start
+import recbole_hnlm.quick_start as quick_start
 from recbole_hnlm.bench.dataset_cache import LoadedDatasetCache
 from recbole_hnlm.bench.matrix import BenchCell, MatrixSpec
 from recbole_hnlm.bench.memory import peak_memory
 from recbole_hnlm.bench.report import write_report
 from recbole_hnlm.bench.runs_file import RunsFile
 from recbole_hnlm.bench.subgroups import checkpoint_subgroup_metrics, subgroup_columns
-from recbole_hnlm.quick_start import config_fingerprint, write_json_atomic
+from recbole_hnlm.config import config_fingerprint
+from recbole_hnlm.io import write_json_atomic
 
 
 def _run_row(cell: BenchCell, result: dict, memory: dict) -> dict:

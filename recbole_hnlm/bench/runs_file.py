@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.io import atomic_write
 
 KEY_COLUMNS = ("model", "sampler", "dataset", "seed")
 # Metric columns (test metrics, e.g. recall@10) go between the key columns and these.
@@ -81,12 +80,9 @@ class RunsFile:
         return [*KEY_COLUMNS, *metrics, *RUN_COLUMNS]
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".csv.tmp")
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+        def write(stream) -> None:
             writer = csv.DictWriter(stream, fieldnames=self.columns(), restval="")
             writer.writeheader()
             writer.writerows(self.rows)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, self.path)
+
+        atomic_write(self.path, write)

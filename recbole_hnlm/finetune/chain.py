@@ -28,11 +28,12 @@ from recbole_hnlm.finetune.mining import build_mined_dataset, read_mined
 from recbole_hnlm.finetune.paths import ChainPaths
 from recbole_hnlm.finetune.settings import FinetuneSettings
 from recbole_hnlm.finetune.train import checkpoint_folder, train_adapter
+from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.llm.cache import CacheFolder
 from recbole_hnlm.llm.catalogue import Catalogue
 from recbole_hnlm.llm.pipeline import build_semantic_cache
 from recbole_hnlm.llm.settings import LLMSettings
-from recbole_hnlm.quick_start import load_data_and_model, run, write_json_atomic
+from recbole_hnlm.quick_start import load_data_and_model, run
 
 # Float32 copies of GGUF encoders, under llm_cache_dir (see recbole_hnlm.finetune.encoder.dequantised_folder).
 MODEL_CACHE = "models"

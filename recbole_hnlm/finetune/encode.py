@@ -31,9 +31,12 @@ import torch
 from recbole_hnlm.errors import CacheMismatchError
 from recbole_hnlm.finetune.encoder import TextEncoder, item_text, query_text, user_text
 from recbole_hnlm.finetune.mining import profile_texts
+from recbole_hnlm.finetune.paths import ChainPaths
 from recbole_hnlm.finetune.settings import FinetuneSettings, encoder_mode
+from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.llm.cache import CACHE_FORMAT, CacheFolder, fill_array_in_chunks, mismatch_message, open_array
 from recbole_hnlm.llm.catalogue import Catalogue
+from recbole_hnlm.llm.loader import SemanticCache, input_differences
 from recbole_hnlm.llm.negatives import (
     false_hard_negative_rates,
     grounded_ids,
@@ -43,7 +46,6 @@ from recbole_hnlm.llm.negatives import (
 )
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, USER_VECTORS
 from recbole_hnlm.llm.settings import LLMSettings
-from recbole_hnlm.quick_start import write_json_atomic
 
 logger = getLogger()
 
@@ -183,11 +185,9 @@ def build_encoded_cache(
 def open_encoded_cache(config, train_dataset, expected_dim: int | None = None):
     """The encoded cache that ``hnlm_encoder`` (untuned or finetuned) names for this config, checked against the split.
 
-    Called by ``recbole_hnlm.llm.loader.load_semantic_cache`` in place of the LLM cache; it never builds: encoding
+    Called by ``recbole_hnlm.hnlm.vectors.open_text_vectors`` in place of the LLM cache; it never builds: encoding
     is the chain's ``encode`` stage.
     """
-    from recbole_hnlm.finetune.paths import ChainPaths
-    from recbole_hnlm.llm.loader import SemanticCache, input_differences
 
     mode = encoder_mode(config)
     path = ChainPaths.from_config(config).encoded(mode == "finetuned")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from recbole_hnlm.errors import ConfigurationError, ModelNotFoundError
 from recbole_hnlm.finetune.settings import FinetuneSettings
+from recbole_hnlm.io import write_text_atomic
 from recbole_hnlm.llm.backends import (
     MINILM_INSTALL,
     MINILM_PACKAGE,
@@ -40,7 +41,7 @@ from recbole_hnlm.llm.backends import (
     require_package,
     resolve_device,
 )
-from recbole_hnlm.llm.cache import safe_name, write_text_atomic
+from recbole_hnlm.llm.cache import safe_name
 
 # One prompt format, used identically when mining, fine-tuning and encoding. The positive item comes first so that
 # truncation (finetune_max_length) cuts the user's history, never the item.

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from recbole_hnlm.errors import CacheMismatchError
 from recbole_hnlm.finetune.encoder import formats_hash, item_text, query_text
 from recbole_hnlm.finetune.settings import FinetuneSettings
-from recbole_hnlm.llm.cache import CacheFolder, open_array, read_jsonl, write_jsonl_atomic
-from recbole_hnlm.llm.catalogue import Catalogue
-from recbole_hnlm.llm.negatives import held_out_pair_keys, negative_units
+from recbole_hnlm.io import write_jsonl_atomic
+from recbole_hnlm.llm.cache import CacheFolder, open_array, read_jsonl
+from recbole_hnlm.llm.catalogue import Catalogue, negative_units
+from recbole_hnlm.llm.negatives import held_out_pair_keys
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, item_store, user_store
 from recbole_hnlm.llm.settings import LLMSettings
 from recbole_hnlm.model.adapters import get_adapter

@@ -1,7 +1,7 @@
-"""The fine-tuning chain's settings: a typed view of the run's Config, with ``properties/finetune.yaml`` under it.
+"""The fine-tuning chain's settings: a typed view of the run's Config.
 
-As for the LLM side (``recbole_hnlm.llm.settings``), RecBole's Config stays the single source of settings: keys
-the Config holds win, keys it lacks take their default from ``properties/finetune.yaml``.
+As for the LLM side (``recbole_hnlm.llm.settings``), the Config merges ``properties/finetune.yaml`` for the runs
+that use it (``hnlm`` lists it), so its settings are in the fingerprint; dict readers get the same defaults.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from functools import cache
 
 import yaml
 
-from recbole_hnlm.config import PROPERTIES_DIR
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.llm.settings import RECBOLE_DEFAULT_SEED
+from recbole_hnlm.paths import properties_file
 
-FINETUNE_DEFAULTS_FILE = PROPERTIES_DIR / "finetune.yaml"
+FINETUNE_DEFAULTS_FILE = properties_file("finetune.yaml")
 ENCODER_MODES = ("none", "untuned", "finetuned")
 POOLINGS = ("last", "mean")
 

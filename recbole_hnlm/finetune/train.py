@@ -29,7 +29,8 @@ from tqdm import tqdm
 from recbole_hnlm.errors import CacheMismatchError, ConfigurationError
 from recbole_hnlm.finetune.encoder import TextEncoder
 from recbole_hnlm.finetune.settings import FinetuneSettings
-from recbole_hnlm.llm.cache import CacheFolder, write_text_atomic
+from recbole_hnlm.io import write_text_atomic
+from recbole_hnlm.llm.cache import CacheFolder
 
 OPTIMISER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"

@@ -245,3 +245,25 @@ def _user_demographics(
         values = [f"{column.replace('_', ' ')} {row[column]}" for column in columns if row and row[column].strip()]
         texts.append(", ".join(values))
     return texts
+
+
+def negative_units(catalogue: Catalogue, unit: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user, positive item or -1) of every generation unit, in the order a budget takes them.
+
+    Per user: every user with training data, shuffled. Per pair: round-robin over users (shuffled once), each
+    user's positives shuffled, so any budget spreads over users before it repeats one. The order does not depend
+    on the budget, so a larger budget later extends the work already cached.
+    """
+    rng = np.random.default_rng(seed)
+    keys = catalogue.train_pair_keys()
+    users, items = np.divmod(keys, catalogue.n_items)
+    if unit == "user":
+        order = rng.permutation(np.unique(users))
+        return order, np.full(len(order), -1, dtype=np.int64)
+    user_rank = np.empty(catalogue.n_users, dtype=np.int64)
+    user_rank[rng.permutation(catalogue.n_users)] = np.arange(catalogue.n_users)
+    by_user = np.lexsort((rng.random(len(keys)), users))
+    round_of_pair = np.empty(len(keys), dtype=np.int64)
+    round_of_pair[by_user] = np.arange(len(keys)) - catalogue.train_indptr[users[by_user]]
+    order = np.lexsort((user_rank[users], round_of_pair))
+    return users[order], items[order]

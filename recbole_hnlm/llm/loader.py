@@ -106,15 +106,8 @@ def load_semantic_cache(
 
     Refused (CacheMismatchError) when the folder was made for another dataset, item ids or training split, when
     its vectors are not ``expected_dim``-d, or (without ``build``) when its negatives were built with another
-    unit, budget, k or negative prompt than the config asks for. With ``hnlm_encoder: untuned|finetuned`` it opens
-    the fine-tuning chain's encoded folder instead (``recbole_hnlm.finetune.encode``), which is never built here.
+    unit, budget, k or negative prompt than the config asks for.
     """
-    from recbole_hnlm.finetune.settings import encoder_mode  # here: recbole_hnlm.finetune imports this package
-
-    if encoder_mode(config) != "none":
-        from recbole_hnlm.finetune.encode import open_encoded_cache
-
-        return open_encoded_cache(config, train_dataset, expected_dim)
     settings = LLMSettings.from_config(config)
     generator = generator_identity(settings)
     split_sha = split_sha256_of(train_dataset)

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from recbole_hnlm.io import write_json_atomic, write_text_atomic
 from recbole_hnlm.llm.backends import TextEmbedder, TextGenerator
-from recbole_hnlm.llm.cache import CacheFolder, ShardedRecords, fill_array_in_chunks, open_array, write_text_atomic
-from recbole_hnlm.llm.catalogue import Catalogue
+from recbole_hnlm.llm.cache import CacheFolder, ShardedRecords, fill_array_in_chunks, open_array
+from recbole_hnlm.llm.catalogue import Catalogue, negative_units
 from recbole_hnlm.llm.generation import generate_records, record_stage
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, fill_vectors, user_store
 from recbole_hnlm.llm.prompts import PromptTemplate, prompt_hash
 from recbole_hnlm.llm.settings import LLMSettings
-from recbole_hnlm.quick_start import write_json_atomic
 
 if TYPE_CHECKING:
     from recbole_hnlm.llm.distributed import ShardWorkers
@@ -81,28 +81,6 @@ def training_positions(users: np.ndarray, catalogue: Catalogue) -> tuple[np.ndar
     rows = np.repeat(np.arange(len(users)), counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     return rows, catalogue.train_items[np.repeat(starts, counts) + offsets]
-
-
-def negative_units(catalogue: Catalogue, unit: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(user, positive item or -1) of every generation unit, in the order a budget takes them.
-
-    Per user: every user with training data, shuffled. Per pair: round-robin over users (shuffled once), each
-    user's positives shuffled, so any budget spreads over users before it repeats one. The order does not depend
-    on the budget, so a larger budget later extends the work already cached.
-    """
-    rng = np.random.default_rng(seed)
-    keys = catalogue.train_pair_keys()
-    users, items = np.divmod(keys, catalogue.n_items)
-    if unit == "user":
-        order = rng.permutation(np.unique(users))
-        return order, np.full(len(order), -1, dtype=np.int64)
-    user_rank = np.empty(catalogue.n_users, dtype=np.int64)
-    user_rank[rng.permutation(catalogue.n_users)] = np.arange(catalogue.n_users)
-    by_user = np.lexsort((rng.random(len(keys)), users))
-    round_of_pair = np.empty(len(keys), dtype=np.int64)
-    round_of_pair[by_user] = np.arange(len(keys)) - catalogue.train_indptr[users[by_user]]
-    order = np.lexsort((user_rank[users], round_of_pair))
-    return users[order], items[order]
 
 
 def false_hard_negative_rates(ids: np.ndarray, users: np.ndarray, catalogue: Catalogue) -> dict:

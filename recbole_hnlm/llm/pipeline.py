@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from recbole_hnlm.io import write_text_atomic
 from recbole_hnlm.llm.backends import (
     SMOLLM2_INSTALL,
     SMOLLM2_PACKAGE,
@@ -21,7 +22,7 @@ from recbole_hnlm.llm.backends import (
     installed_package_folder,
     local_model_path,
 )
-from recbole_hnlm.llm.cache import CACHE_FORMAT, IDENTITY_SECTIONS, MANIFEST, CacheFolder, safe_name, write_text_atomic
+from recbole_hnlm.llm.cache import CACHE_FORMAT, IDENTITY_SECTIONS, MANIFEST, CacheFolder, safe_name
 from recbole_hnlm.llm.catalogue import Catalogue
 from recbole_hnlm.llm.negatives import build_negatives
 from recbole_hnlm.llm.profiles import build_profiles

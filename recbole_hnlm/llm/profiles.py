@@ -17,7 +17,7 @@ import numpy as np
 
 from recbole_hnlm.llm.backends import TextEmbedder, TextGenerator
 from recbole_hnlm.llm.cache import CacheFolder, ShardedRecords, fill_array_in_chunks
-from recbole_hnlm.llm.catalogue import Catalogue
+from recbole_hnlm.llm.catalogue import Catalogue, negative_units
 from recbole_hnlm.llm.generation import generate_records, record_stage
 from recbole_hnlm.llm.prompts import PromptTemplate
 from recbole_hnlm.llm.settings import LLMSettings
@@ -60,7 +60,6 @@ def user_profile_text(catalogue: Catalogue, user: int, answer: dict | None, sett
 
 def budget_users(catalogue: Catalogue, settings: LLMSettings) -> set[int]:
     """The users whose negatives the LLM writes under ``llm_negative_budget`` (their profiles feed its prompts)."""
-    from recbole_hnlm.llm.negatives import negative_units  # negatives builds on this module
 
     unit_users, _ = negative_units(catalogue, settings.negative_unit, settings.seed)
     return {int(user) for user in unit_users[: settings.negative_budget]}

@@ -1,9 +1,8 @@
-"""The LLM side's settings: a typed view of the run's Config, with ``properties/llm.yaml`` under it.
+"""The LLM side's settings: a typed view of the run's Config.
 
-RecBole's Config stays the single source of settings. Keys that the Config holds (from a config file,
-``config_dict`` or ``--key=value``) win; keys it lacks take their default from ``properties/llm.yaml``, so a
-CF run whose Config never read that file builds and finds the same cache as the ``python -m recbole_hnlm.llm``
-command does.
+The Config merges ``properties/llm.yaml`` for every run that uses the LLM side (the sampler or model lists it in
+its ``defaults_files``), so those settings are in the run's fingerprint and results file. Code that reads settings
+from a plain dict (tests, the cache's own tools) gets the same file's defaults for keys it lacks.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from recbole_hnlm.config import PROJECT_ROOT, PROPERTIES_DIR
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.paths import PROMPTS_DIR, properties_file
 
-LLM_DEFAULTS_FILE = PROPERTIES_DIR / "llm.yaml"
-DEFAULT_PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
+LLM_DEFAULTS_FILE = properties_file("llm.yaml")
+DEFAULT_PROMPT_DIR = PROMPTS_DIR
 BACKEND_FORMS = "template, smollm2, hf:<model folder or .gguf file>, openai:<base_url>"
 NEGATIVE_UNITS = ("user", "pair")
 USER_PROFILE_SCOPES = ("all", "budget")
@@ -135,9 +134,8 @@ class LLMSettings:
 
     @property
     def cache_root(self) -> Path:
-        """The cache root; a relative ``llm_cache_dir`` is taken from the project root, like ``dataset/``."""
-        root = Path(self.cache_dir)
-        return root if root.is_absolute() else PROJECT_ROOT / root
+        """The cache root; a relative ``llm_cache_dir`` is taken from the working directory."""
+        return Path(self.cache_dir).resolve()
 
 
 def backend_kind(backend: str) -> str:

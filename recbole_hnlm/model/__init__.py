@@ -1,13 +1,24 @@
 """The plugin's model zoo and the model lookup: the plugin's own models first, then RecBole's.
 
-The zoo holds ``HNLMRec`` (``hnlmrec.py``), which wraps a backbone looked up with ``get_model``.
+``register_model`` adds a class to the zoo and to RecBole's own ``recbole.utils.get_model``, so that RecBole code
+finds it by name too. ``HNLMRec`` (``recbole_hnlm/hnlm``) registers itself through it.
+
+A model that wraps another (``HNLMRec``, ``RLMRec``) sets ``wraps_backbone = True``: the Config then reads
+``backbone`` (default in its YAML) and gives the run the backbone's own defaults under the wrapper's. A model that
+trains only on one sampler's batches names it in ``required_sampler``. A model's defaults are the YAML files its
+``defaults_files()`` lists, or else ``properties/model/<name>.yaml`` when the plugin ships one.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import pkgutil
+import sys
+import types
 from functools import cache
+from pathlib import Path
 
 import recbole.model.general_recommender as recbole_general
 from recbole.data.dataloader import TrainDataLoader
@@ -16,14 +27,51 @@ from recbole.utils import InputType, ModelType
 from recbole.utils import get_model as recbole_get_model
 
 from recbole_hnlm.errors import UnknownNameError, UnsupportedModelError
+from recbole_hnlm.paths import properties_file
 
 MODEL_ZOO: dict[str, type] = {}
 
 
 def register_model(model_class: type) -> type:
-    """Add a model class to the plugin's zoo under its class name; usable as a decorator."""
+    """Add a model class to the plugin's zoo and to RecBole's lookup, under its class name; usable as a decorator."""
     MODEL_ZOO[model_class.__name__] = model_class
+    _expose_to_recbole(model_class)
     return model_class
+
+
+def _expose_to_recbole(model_class: type) -> None:
+    """Make ``recbole.utils.get_model(<name>)`` return ``model_class``.
+
+    RecBole looks a model up as the module ``recbole.model.general_recommender.<name lower-cased>`` and the class of
+    that name in it; a module object under that name in ``sys.modules`` is what it finds. A name RecBole already
+    has is left to RecBole.
+    """
+    module_name = f"{recbole_general.__name__}.{model_class.__name__.lower()}"
+    existing = sys.modules.get(module_name)
+    if existing is None and importlib.util.find_spec(module_name) is not None:
+        return
+    if existing is not None and not getattr(existing, "__recbole_hnlm__", False):
+        return
+    module = types.ModuleType(module_name, f"{model_class.__name__}, registered by recbole-hnlm.")
+    module.__spec__ = importlib.machinery.ModuleSpec(module_name, loader=None)
+    module.__recbole_hnlm__ = True
+    setattr(module, model_class.__name__, model_class)
+    sys.modules[module_name] = module
+    setattr(recbole_general, model_class.__name__.lower(), module)
+
+
+def model_defaults_files(model_class: type) -> list[Path]:
+    """The plugin's YAML defaults of ``model_class``, lowest first."""
+    hook = getattr(model_class, "defaults_files", None)
+    if hook is not None:
+        return list(hook())
+    own = properties_file("model", f"{model_class.__name__}.yaml")
+    return [own] if own.is_file() else []
+
+
+def wraps_backbone(model_class: type) -> bool:
+    """True for models that wrap a backbone model named by ``backbone``."""
+    return bool(getattr(model_class, "wraps_backbone", False))
 
 
 def takes_sampled_negatives(model_class: type) -> bool:
@@ -74,9 +122,3 @@ def check_model_supported(model_class: type) -> None:
             f"general model fed sampled negatives (input_type={getattr(model_class, 'input_type', None)}, "
             f"type={getattr(model_class, 'type', None)}). Models that can: {', '.join(supported_models())}."
         )
-
-
-# Below get_model, which HNLMRec imports to look up its backbone.
-from recbole_hnlm.model.hnlmrec import HNLMRec  # noqa: E402
-
-register_model(HNLMRec)

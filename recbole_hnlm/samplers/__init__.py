@@ -1,7 +1,9 @@
 """Negative samplers, one module each, selected by name with ``--neg_sampler``.
 
 To add your own, subclass ``NegativeSampler`` and call ``register_sampler(MySampler)``; its ``name`` is then a
-valid ``--neg_sampler`` value. Defaults for a sampler's knobs live in ``properties/sampler/<name>.yaml``.
+valid ``--neg_sampler`` value. Defaults for a sampler's knobs live in the YAML files its ``defaults_files`` lists
+(``properties/sampler/<name>.yaml`` for the plugin's own). HNLMRec's ``hnlm`` registers itself the same way, from
+``recbole_hnlm/hnlm``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from recbole_hnlm.samplers.base import ModelScoredSampler, NegativeSampler, Trai
 from recbole_hnlm.samplers.dins import DimensionIndependentMixupSampler
 from recbole_hnlm.samplers.dns import DynamicNegativeSampler
 from recbole_hnlm.samplers.dns_mn import TopNDynamicNegativeSampler
-from recbole_hnlm.samplers.hnlm import SemanticNegativeSampler
 from recbole_hnlm.samplers.mixgcf import MixGCFSampler
 from recbole_hnlm.samplers.mixing import MixingSampler
 from recbole_hnlm.samplers.popularity import PopularitySampler
@@ -55,7 +56,6 @@ for _sampler in (
     AdaptiveHardnessSampler,
     MixGCFSampler,
     DimensionIndependentMixupSampler,
-    SemanticNegativeSampler,
 ):
     register_sampler(_sampler)
 
@@ -69,7 +69,6 @@ __all__ = [
     "ModelScoredSampler",
     "NegativeSampler",
     "PopularitySampler",
-    "SemanticNegativeSampler",
     "TopNDynamicNegativeSampler",
     "TrainingPositives",
     "UniformSampler",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_hnlm.errors import ConfigurationError, DataFormatError
+from recbole_hnlm.paths import properties_file
 
 # Up to this many (user, item) cells, positives are also kept as a bit set (1 bit a cell, at most 32 MiB):
 # a look-up is then two array reads instead of a binary search, about 40x faster for a batch of DNS candidates.
@@ -67,6 +69,9 @@ class NegativeSampler(ABC):
 
     name: ClassVar[str]
     requires_model: ClassVar[bool] = False
+    # A sampler that trains a model of its own around ``--model`` (e.g. ``hnlm`` trains ``HNLMRec``) names it here;
+    # the Config then sets ``model`` to it and ``backbone`` to the model asked for.
+    wrapper_model: ClassVar[str | None] = None
 
     def __init__(self, config, dataset) -> None:
         self.validate_config(config)
@@ -79,6 +84,23 @@ class NegativeSampler(ABC):
     @classmethod  # noqa: B027 - an optional hook: most samplers have no knobs to check
     def validate_config(cls, config) -> None:
         """Raise ConfigurationError for contradictory settings; the base class has none."""
+
+    @classmethod
+    def defaults_files(cls) -> list[Path]:
+        """YAML files of this sampler's defaults, lowest first, merged by the Config under the user's settings.
+
+        A sampler shipped with the plugin keeps them in ``properties/sampler/<name>.yaml``; a third-party sampler
+        overrides this to point at its own files. Every file listed must exist.
+        """
+        own = properties_file("sampler", f"{cls.name}.yaml")
+        return [own] if own.is_file() else []
+
+    def prepare(self, held_out_datasets: list) -> None:  # noqa: B027 - an optional hook
+        """Called once the split is known, before training (e.g. to build a cache that needs the held-out splits)."""
+
+    def run_details(self) -> dict:
+        """Entries this sampler adds to the run's results JSON; none here."""
+        return {}
 
     @abstractmethod
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:

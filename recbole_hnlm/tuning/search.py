@@ -24,7 +24,8 @@ from time import strftime
 from recbole_hnlm.compat import ray_trial_gpu_id
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import ClusterUnreachableError, ConfigurationError
-from recbole_hnlm.quick_start import run, write_json_atomic
+from recbole_hnlm.io import write_json_atomic
+from recbole_hnlm.quick_start import run
 from recbole_hnlm.tuning.space import SearchSpace
 
 QUIET = {"state": "ERROR", "show_progress": False}

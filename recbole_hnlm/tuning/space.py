@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 from recbole.config import Config
 
-from recbole_hnlm.config import PROPERTIES_DIR
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.samplers import get_sampler_class
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # Settings that a search cannot vary: they pick what is searched, not how it trains.
@@ -128,9 +128,12 @@ class SearchSpace:
         if not unknown:
             return
         sampler = config["neg_sampler"]
-        sampler_file = PROPERTIES_DIR / "sampler" / f"{sampler}.yaml"
-        sampler_knobs = (
-            sorted(read_settings_yaml(sampler_file, "Sampler defaults") or {}) if sampler_file.is_file() else []
+        sampler_knobs = sorted(
+            {
+                key
+                for file in get_sampler_class(sampler).defaults_files()
+                for key in read_settings_yaml(file, "Sampler defaults") or {}
+            }
         )
         hints = []
         for name in unknown:

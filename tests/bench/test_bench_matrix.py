@@ -11,7 +11,7 @@ from recbole_hnlm import quick_start
 from recbole_hnlm.bench.__main__ import main
 from recbole_hnlm.bench.matrix import FIRST_SEED, MatrixSpec
 from recbole_hnlm.bench.runs_file import RunsFile
-from recbole_hnlm.config import HNLMConfig
+from recbole_hnlm.config import HNLMConfig, config_fingerprint
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, UniformSampler
 
@@ -143,7 +143,7 @@ def test_ctrl_c_leaves_a_whole_runs_file_and_the_command_resumes(tmp_path, monke
             "epoch_train_seconds": [0.6],
             "total_seconds": 1.2,
             "seconds": seconds,
-            "config_hash": quick_start.config_fingerprint(config),
+            "config_hash": config_fingerprint(config),
         }
 
     monkeypatch.setattr(quick_start, "run", first_finishes_then_ctrl_c)

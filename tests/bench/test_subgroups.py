@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ from recbole_hnlm.bench.subgroups import (
     subgroup_columns,
     training_counts,
 )
-from recbole_hnlm.config import PROJECT_ROOT
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 QUIET = {"state": "ERROR", "show_progress": False}
 # One BPR epoch at a learning rate at which it moves; large batches keep the run to a few seconds.

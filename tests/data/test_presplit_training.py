@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from recbole_hnlm.config import DEFAULT_DATA_PATH, HNLMConfig
+from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.paths import default_data_path
 from recbole_hnlm.quick_start import load_data_and_model, run
 from recbole_hnlm.trainer import create_trainer
+
+DEFAULT_DATA_PATH = default_data_path()
 
 
 def file_pairs(name: str, part: str) -> list[tuple[str, str]]:

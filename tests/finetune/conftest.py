@@ -9,9 +9,10 @@ import pytest
 import torch
 from finetune_testdata import TINY, tiny_settings, write_tiny_ml100k
 
-from recbole_hnlm.config import PROJECT_ROOT
 from recbole_hnlm.finetune.chain import MODEL_CACHE, ChainRun
 from recbole_hnlm.finetune.encoder import TextEncoder, encoder_source
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session", autouse=True)

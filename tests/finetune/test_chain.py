@@ -14,7 +14,8 @@ from recbole_hnlm.finetune.chain import ChainRun, train_recommender
 from recbole_hnlm.finetune.encoder import query_text
 from recbole_hnlm.finetune.mining import profile_texts
 from recbole_hnlm.finetune.train import checkpoint_folder
-from recbole_hnlm.llm.loader import SemanticCache, load_semantic_cache
+from recbole_hnlm.hnlm.vectors import open_text_vectors
+from recbole_hnlm.llm.loader import SemanticCache
 
 
 def command_line(chain: ChainRun) -> list[str]:
@@ -64,7 +65,7 @@ def test_cf_side_refuses_missing_vectors_and_bad_encoder_modes(tiny_chain):
         train_recommender(missing, "finetuned")
     config = HNLMConfig("BPR", tiny_chain.dataset, config_dict={**tiny_chain.config_dict, "hnlm_encoder": "finetuned"})
     with pytest.raises(CacheMismatchError, match="finetune_steps|No finished"):
-        load_semantic_cache({**config.final_config_dict, "finetune_steps": 99}, tiny_chain.split[0], build=False)
+        open_text_vectors({**config.final_config_dict, "finetune_steps": 99}, tiny_chain.split[0], build=False)
     with pytest.raises(ConfigurationError, match="hnlm_encoder='tuned' is invalid"):
         train_recommender(tiny_chain, "tuned")
 

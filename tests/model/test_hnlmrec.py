@@ -9,8 +9,7 @@ from recbole.utils import init_seed
 
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset
-from recbole_hnlm.model import MODEL_ZOO, get_model
-from recbole_hnlm.model.hnlmrec import (
+from recbole_hnlm.hnlm.model import (
     CANDIDATES_FIELD,
     HAS_SEMANTIC_FIELD,
     SEMANTIC_IDS_FIELD,
@@ -18,6 +17,7 @@ from recbole_hnlm.model.hnlmrec import (
     HNLMRec,
     spread_over_layers,
 )
+from recbole_hnlm.model import MODEL_ZOO, get_model
 from recbole_hnlm.quick_start import load_data_and_model, prepare_run_data, run
 from recbole_hnlm.trainer import create_trainer
 

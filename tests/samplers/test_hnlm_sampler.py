@@ -10,9 +10,9 @@ from recbole.utils import init_seed
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset
 from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
-from recbole_hnlm.model.hnlmrec import CANDIDATES_FIELD, SEMANTIC_IDS_FIELD
+from recbole_hnlm.hnlm import SemanticNegativeSampler
+from recbole_hnlm.hnlm.model import CANDIDATES_FIELD, SEMANTIC_IDS_FIELD
 from recbole_hnlm.quick_start import prepare_run_data
-from recbole_hnlm.samplers import SemanticNegativeSampler
 
 QUIET = {"state": "ERROR", "show_progress": False}
 

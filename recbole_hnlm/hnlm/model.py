@@ -7,7 +7,7 @@ Reference code: https://github.com/user683/HNLMRec
 ``--model=HNLMRec --backbone=LightGCN`` and ``--model=LightGCN --neg_sampler=hnlm`` build the same model: the
 backbone (any model with an adapter, ``recbole_hnlm/model/adapters.py``: BPR, LightGCN, NGCF, SGL), a trainable
 projector from the text-embedding space of the LLM cache into the backbone's scoring space, and this loss per
-batch (the ``hnlm`` sampler, ``recbole_hnlm/samplers/hnlm.py``, attaches the fields it reads):
+batch (the ``hnlm`` sampler, ``sampler.py`` beside this module, attaches the fields it reads):
 
 1. One propagation through the backbone's adapter, as the backbone's own loss does.
 2. The sampled negative: ``NEG_ITEM_ID`` (uniform), or with ``hnlm_base_negative: dns`` the highest-scored of the
@@ -36,6 +36,8 @@ through the ranking loss, where it pushes the user away from it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,8 +45,10 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.hnlm.vectors import open_text_vectors
 from recbole_hnlm.model import get_model
 from recbole_hnlm.model.adapters import get_adapter
+from recbole_hnlm.samplers.base import scoring_mode
 
 # Batch fields that the hnlm sampler attaches beside NEG_ITEM_ID, one row per (positive, negative) pair.
 CANDIDATES_FIELD = "neg_candidates"
@@ -99,17 +103,27 @@ class HNLMRec(GeneralRecommender):
     """A backbone model, a text-to-CF projector, and the mixed-negative and alignment loss described above."""
 
     input_type = InputType.PAIRWISE
+    wraps_backbone = True
+    required_sampler = "hnlm"
+
+    @classmethod
+    def defaults_files(cls) -> list[Path]:
+        """``HNLMRec.yaml`` beside this module: the default backbone and sampler."""
+        return [Path(__file__).with_name("HNLMRec.yaml")]
 
     def __init__(self, config, dataset) -> None:
+        if config["neg_sampler"] != self.required_sampler or not config["backbone"]:
+            raise ConfigurationError(
+                "HNLMRec trains on the batches of recbole-hnlm's hnlm sampler, which RecBole's own run_recbole and "
+                "Trainer do not build. Fix: train it through the plugin's entry point, `python run_recbole_hnlm.py "
+                "--model=HNLMRec --backbone=LightGCN` or recbole_hnlm.quick_start.run('HNLMRec', ...)."
+            )
         super().__init__(config, dataset)
-        # Imported here: recbole_hnlm.llm imports the Config, which imports this module through the model zoo.
-        from recbole_hnlm.llm.loader import load_semantic_cache
-
         # On the run's device before the layout's propagation: RecBole's graph models put their adjacency matrix on
         # config["device"] when built, their embeddings only when moved (a CPU table against a CUDA graph fails).
         self.backbone = get_model(config["backbone"])(config, dataset).to(self.device)
         self.adapter = get_adapter(self.backbone)
-        cache = load_semantic_cache(config, dataset, build=False)
+        cache = open_text_vectors(config, dataset, build=False)
         vectors = torch.from_numpy(np.array(cache.item_profile_vectors, dtype=np.float32))
         # Not saved in checkpoints: the vectors belong to the LLM cache, which a reload opens (and checks) again.
         self.register_buffer("item_profile_vectors", vectors.to(self.device), persistent=False)
@@ -121,15 +135,9 @@ class HNLMRec(GeneralRecommender):
 
     def _backbone_layout(self) -> tuple[int, int]:
         """Layer count and scoring size of the backbone, from one propagation in eval mode (no dropout draws)."""
-        was_training = self.backbone.training
-        torch.nn.Module.train(self.backbone, False)
-        try:
-            with torch.no_grad():
-                _, item_layers = self.adapter.propagate()
-                n_layers = item_layers.shape[1]
-                return n_layers, self.adapter.pool(item_layers[:1]).shape[-1]
-        finally:
-            torch.nn.Module.train(self.backbone, was_training)
+        with scoring_mode(self.backbone):
+            _, item_layers = self.adapter.propagate()
+            return item_layers.shape[1], self.adapter.pool(item_layers[:1]).shape[-1]
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         """The backbone's pairwise loss on the mixed negative, plus the weighted alignment term."""

@@ -3,8 +3,9 @@
 Reference: Chu Zhao et al. "Can LLM-Driven Hard Negative Sampling Empower Collaborative Filtering? Findings and
 Potentials." arXiv 2504.04726, 2025. Reference code: https://github.com/user683/HNLMRec
 
-``--neg_sampler=hnlm`` trains ``HNLMRec`` (``recbole_hnlm/model/hnlmrec.py``) around the model named by
-``--model``; the Config makes that switch. This sampler is the data side. Per batch it fills:
+``--neg_sampler=hnlm`` trains ``HNLMRec`` (``model.py`` beside this module) around the model named by
+``--model``: the sampler names it in ``wrapper_model``, and the Config makes that switch. This sampler is the
+data side. Per batch it fills:
 
 - ``NEG_ITEM_ID`` with uniform negatives, so that the batch stays valid for any code that reads it;
 - ``neg_candidates`` with ``candidate_num`` uniform candidates per row when ``hnlm_base_negative`` is ``dns``
@@ -22,24 +23,26 @@ from __future__ import annotations
 
 import time
 from logging import getLogger
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from recbole_hnlm.errors import ConfigurationError
-from recbole_hnlm.model.adapters import adapter_class_for
-from recbole_hnlm.model.hnlmrec import (
+from recbole_hnlm.finetune.settings import encoder_mode
+from recbole_hnlm.hnlm.model import (
     CANDIDATES_FIELD,
     HAS_SEMANTIC_FIELD,
     PROJECTOR_KINDS,
     SEMANTIC_IDS_FIELD,
     SEMANTIC_VECTORS_FIELD,
 )
+from recbole_hnlm.hnlm.vectors import open_text_vectors
+from recbole_hnlm.llm.loader import SemanticCache
+from recbole_hnlm.llm.settings import LLMSettings, backend_kind
+from recbole_hnlm.model.adapters import adapter_class_for
+from recbole_hnlm.paths import properties_file
 from recbole_hnlm.samplers.base import CandidatePoolSampler, check_candidate_num
-
-if TYPE_CHECKING:
-    from recbole_hnlm.llm.loader import SemanticCache
 
 NEGATIVE_SOURCES = ("neighbour", "generated", "vector")
 BASE_NEGATIVES = ("uniform", "dns")
@@ -56,6 +59,12 @@ class SemanticNegativeSampler(CandidatePoolSampler):
     """
 
     name = "hnlm"
+    wrapper_model = "HNLMRec"
+
+    @classmethod
+    def defaults_files(cls) -> list[Path]:
+        """The LLM side's and the fine-tuning chain's defaults, then ``hnlm.yaml`` beside this module."""
+        return [properties_file("llm.yaml"), properties_file("finetune.yaml"), Path(__file__).with_name("hnlm.yaml")]
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
@@ -70,9 +79,6 @@ class SemanticNegativeSampler(CandidatePoolSampler):
     def validate_config(cls, config) -> None:
         """Refuse unknown sources, projectors and bases, weights out of range, sources the LLM cannot serve, and a
         refit on train + validation (the LLM cache belongs to the training split)."""
-        # Imported here: recbole_hnlm.llm imports the Config, which imports the sampler registry.
-        from recbole_hnlm.llm.settings import LLMSettings, backend_kind
-
         if config["refit_with_valid"]:
             raise ConfigurationError(
                 f"refit_with_valid does not work with neg_sampler={config['neg_sampler']}: its LLM cache is built for "
@@ -106,8 +112,6 @@ class SemanticNegativeSampler(CandidatePoolSampler):
                 f"llm_negative_k={settings.negative_k} (the grounded ids the cache keeps per negative). Fix: e.g. "
                 f"--hnlm_semantic_candidates={min(10, settings.negative_k)}."
             )
-        from recbole_hnlm.finetune.settings import encoder_mode
-
         # hnlm_encoder=untuned|finetuned serves these sources from encoded (user, positive) queries, whatever llm is.
         writes_none = backend_kind(settings.backend) == "template" and encoder_mode(config) == "none"
         if config["hnlm_negative_source"] != "neighbour" and writes_none:
@@ -120,10 +124,8 @@ class SemanticNegativeSampler(CandidatePoolSampler):
 
     def open_cache(self, held_out_datasets: list | None = None, build: bool = True) -> SemanticCache:
         """Build (when ``build`` and missing) and open the LLM cache of this training split; log what it holds."""
-        from recbole_hnlm.llm.loader import load_semantic_cache
-
         started = time.perf_counter()  # building restores torch's thread count itself (llm_torch_threads)
-        self.cache = load_semantic_cache(self.config, self.train_dataset, held_out_datasets, build=build)
+        self.cache = open_text_vectors(self.config, self.train_dataset, held_out_datasets, build=build)
         covered = int((np.asarray(self.cache.pair_generated_unit) >= 0).sum())
         if self.source != "neighbour" and covered == 0:
             raise ConfigurationError(
@@ -140,15 +142,22 @@ class SemanticNegativeSampler(CandidatePoolSampler):
         )
         return self.cache
 
-    def describe(self) -> dict:
+    def prepare(self, held_out_datasets: list) -> None:
+        """Build or open the cache once the split is known: building it measures false hard negatives on the
+        held-out splits."""
+        self.open_cache(held_out_datasets)
+
+    def run_details(self) -> dict:
         """Which profiles and negatives this run trains on, for its results file."""
         cache = self.semantic_cache()
         return {
-            "llm": cache.manifest["generator"]["backend"],
-            "llm_model": cache.manifest["generator"]["model"],
-            "embedding_model": cache.manifest["embedding"]["model"],
-            "negative_source": self.source,
-            "cache": str(cache.folder.path),
+            "semantic_negatives": {
+                "llm": cache.manifest["generator"]["backend"],
+                "llm_model": cache.manifest["generator"]["model"],
+                "embedding_model": cache.manifest["embedding"]["model"],
+                "negative_source": self.source,
+                "cache": str(cache.folder.path),
+            }
         }
 
     def semantic_cache(self) -> SemanticCache:
