@@ -231,8 +231,12 @@ def _write_inter(path: Path, sequences: Sequences) -> int:
 
 def _dataset_yaml(name: str, has_item_file: bool, dropped: dict[str, int]) -> str:
     """The RecBole settings that read the three ``.inter`` files of ``name`` as the exact split."""
-    dropped_note = "".join(
-        f"# Dropped from the sources on import: {key} = {value}.\n" for key, value in dropped.items()
+    dropped_note = (
+        "# Left out of the sources on import (see the manifest's counts): "
+        + ", ".join(f"{key} {value}" for key, value in dropped.items())
+        + ".\n"
+        if dropped
+        else ""
     )
     item_note = (
         f"# {name}.item holds item text for the semantic side; RecBole does not load it because load_col names\n"

@@ -4,8 +4,8 @@ Atomic ``.inter``/``.item``/``.user`` files, pre-split ``user item item ...`` te
 the bytes are decoded as UTF-8, a byte-order mark is stripped (or refused where RecBole reads the file), CRLF
 line ends are accepted, and every problem is a :class:`DataFormatError` whose one line names the file, the line
 and the fix. Atomic rows are split exactly as RecBole's ``pandas.read_csv(engine="python")`` splits them, so that
-what passes here is what RecBole loads. This module is a leaf of the import graph: it imports only the errors,
-pandas' neighbours of the standard library, and nothing else of the plugin.
+what passes here is what RecBole loads. This module is a leaf of the import graph: it imports only the errors
+and the standard library.
 """
 
 from __future__ import annotations
