@@ -85,7 +85,7 @@ def read_text(path: Path, allow_bom: bool = True) -> str:
         if not allow_bom:
             raise DataFormatError(
                 f"{path}:1: the file starts with a UTF-8 byte-order mark, which RecBole reads as part of the first "
-                "column's name. Fix: re-save it as UTF-8 without a BOM, or set encoding: utf-8-sig."
+                f"column's name. Fix: re-save it as UTF-8 without a BOM: sed -i '1s/^\\xEF\\xBB\\xBF//' {path}"
             )
         text = text[1:]
     return text
@@ -343,7 +343,6 @@ def check_dataset_files(config) -> dict[str, dict[str, int]]:
     name = config["dataset"]
     separator = config["field_separator"]
     benchmark = config["benchmark_filename"]
-    allow_bom = str(config["encoding"] or "").lower().replace("_", "-") == "utf-8-sig"
     uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
     inter_files = [f"{name}.{part}.inter" for part in benchmark] if benchmark else [f"{name}.inter"]
     counts = {}
@@ -353,7 +352,7 @@ def check_dataset_files(config) -> dict[str, dict[str, int]]:
             separator,
             required_ids=(uid, iid),
             need_rows=file == inter_files[0] or not benchmark,
-            allow_bom=allow_bom,
+            allow_bom=False,
             keep_rows=False,
         )
         counts[file] = table.counts
@@ -361,7 +360,7 @@ def check_dataset_files(config) -> dict[str, dict[str, int]]:
     for suffix, id_field in (("user", uid), ("item", iid)):
         path = folder / f"{name}.{suffix}"
         if suffix in load_col and path.is_file():
-            table = read_atomic(path, separator, (id_field,), unique_id=id_field, allow_bom=allow_bom, keep_rows=False)
+            table = read_atomic(path, separator, (id_field,), unique_id=id_field, allow_bom=False, keep_rows=False)
             counts[path.name] = table.counts
     logger.info(f"Checked the atomic files of {name}: {counts}")
     return counts
