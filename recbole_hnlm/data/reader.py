@@ -241,6 +241,7 @@ def read_atomic(
     id_indexes = [(names.index(name), name) for name in required_ids]
     float_indexes = [index for index, kind in enumerate(types) if kind == "float"]
     unique_index = names.index(unique_id) if unique_id else None
+    header_fields = header.split(separator)
     rows: list[list[str]] = []
     seen_lines: set[str] = set()
     first_line_of: dict[str, tuple[int, list[str]]] = {}
@@ -259,7 +260,7 @@ def read_atomic(
                 f"has {len(names)}. Fix or delete that line (a {_separator_name(separator)} inside a text must be "
                 'quoted: "a\tb").'
             )
-        if fields == [f"{name}:{kind}" for name, kind in columns]:
+        if fields == header_fields:
             raise DataFormatError(
                 f"{path}:{line_number}: the header line is repeated here (were two files joined?). Fix: delete it."
             )
