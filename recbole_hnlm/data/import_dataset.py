@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     presplit = formats.add_parser("presplit", help="train.txt/test.txt with lines 'user item item ...'")
     presplit.add_argument("--train", type=Path, required=True, help="train file, each user's items in time order")
     presplit.add_argument("--test", type=Path, required=True, help="test file")
+    presplit.add_argument(
+        "--drop_unseen_items",
+        action="store_true",
+        help="drop test rows of items that never occur in train (counted in the manifest) instead of refusing them",
+    )
 
     amazon = formats.add_parser("amazon", help="Amazon {user: [items]} and {item: {title, ...}} JSON")
     amazon.add_argument("--inter", type=Path, required=True, help="interactions JSON, lists in time order")
@@ -47,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.format == "presplit":
             target = import_presplit(
-                args.train, args.test, args.name, args.out, args.valid_ratio, args.carve, args.seed
+                args.train,
+                args.test,
+                args.name,
+                args.out,
+                args.valid_ratio,
+                args.carve,
+                args.seed,
+                drop_unseen_items=args.drop_unseen_items,
             )
         else:
             target = import_amazon_json(
@@ -68,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.name}: {counts['users']} users, {counts['items']} items, {counts['train']} train / "
         f"{counts['valid']} valid / {counts['test']} test interactions in {target}"
     )
+    dropped = {key: value for key, value in counts.items() if key.startswith("dropped_")}
+    if dropped:
+        print(f"{args.name}: dropped on import: " + ", ".join(f"{key} {value}" for key, value in dropped.items()))
     return 0
 
 

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from recbole_hnlm.errors import ConfigurationError, DataFormatError, DatasetNotFoundError
+from recbole_hnlm.data.reader import load_json_object, read_atomic, require_file, text_lines, token_problem
+from recbole_hnlm.errors import ConfigurationError, DataFormatError
 
 # Bump when the files written for the same inputs and settings change, so that old outputs can be told apart.
 IMPORTER_VERSION = 1
@@ -32,45 +32,9 @@ INTER_HEADER = ("user_id:token", "item_id:token")
 ITEM_TEXT_FIELDS = ("title", "brand", "categories", "description")
 ITEM_HEADER = ("item_id:token", *(f"{field}:token_seq" for field in ITEM_TEXT_FIELDS))
 
-# pandas.read_csv, which RecBole uses to load atomic files, reads these strings as missing values, and RecBole
-# skips its NaN filter for benchmark files, so an id spelled like this would break loading.
-_PANDAS_NA_STRINGS = frozenset(
-    {
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "<NA>",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "None",
-        "n/a",
-        "nan",
-        "null",
-    }
-)
-
 logger = logging.getLogger()
 
 Sequences = dict[str, list[str]]
-
-
-def _token_problem(token: str) -> str:
-    """Why ``token`` cannot be a RecBole id, or an empty string when it can."""
-    if not token:
-        return "is empty"
-    if any(char.isspace() for char in token):
-        return "contains whitespace"
-    if token in _PANDAS_NA_STRINGS:
-        return "is read as a missing value by pandas/RecBole"
-    return ""
 
 
 def _display_path(path: Path) -> str:
@@ -86,12 +50,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _require_file(path: Path, what: str) -> None:
-    """Raise DatasetNotFoundError unless ``path`` is an existing file."""
-    if not path.is_file():
-        raise DatasetNotFoundError(f"{what} file not found: {path}. Check the path (relative paths start at the cwd).")
-
-
 def _check_settings(carve: str, ratios: dict[str, float]) -> None:
     """Refuse an unknown carve or a ratio outside [0, 1)."""
     if carve not in CARVES:
@@ -101,22 +59,33 @@ def _check_settings(carve: str, ratios: dict[str, float]) -> None:
             raise ConfigurationError(f"{option} must be in [0, 1), got {ratio}.")
 
 
-def _parse_presplit(path: Path, allow_empty_users: bool) -> tuple[Sequences, dict[str, int]]:
-    """Parse a ``user item item ...`` file into per-user item lists and the 1-based line of each user."""
-    _require_file(path, "Pre-split")
+def _parse_presplit(path: Path, allow_empty_users: bool) -> tuple[Sequences, dict[str, int], dict[str, int]]:
+    """Parse a ``user item item ...`` file into per-user item lists, each user's 1-based line, and what was dropped.
+
+    Blank lines at the end of the file and repeated items within a line are dropped and counted.
+    """
+    require_file(path, "Pre-split")
+    lines = text_lines(path)
+    trailing_blank = 0
+    while lines and not lines[-1].strip():
+        lines.pop()
+        trailing_blank += 1
     sequences: Sequences = {}
     line_of_user: dict[str, int] = {}
     duplicates = 0
-    for line_number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for line_number, line in enumerate(lines, start=1):
         where = f"{path}: line {line_number}"
-        try:
-            fields = raw.decode("utf-8").split()
-        except UnicodeDecodeError as error:
-            raise DataFormatError(f"{where} is not valid UTF-8 ({error.reason}); re-save the file as UTF-8.") from None
+        fields = line.split()
         if not fields:
             raise DataFormatError(f"{where} is blank; remove it (every line must be 'user item item ...').")
         for token in fields:
-            problem = _token_problem(token)
+            separator = next((char for char in ",;|" if char in token), "")
+            if separator:
+                raise DataFormatError(
+                    f"{where}: id '{token}' holds '{separator}'; pre-split files separate ids by spaces. "
+                    f"Fix: replace each '{separator}' between ids with a space."
+                )
+            problem = token_problem(token)
             if problem:
                 raise DataFormatError(f"{where}: id '{token}' {problem}; rename it to a plain token.")
         user, items = fields[0], fields[1:]
@@ -137,12 +106,14 @@ def _parse_presplit(path: Path, allow_empty_users: bool) -> tuple[Sequences, dic
         raise DataFormatError(f"{path} is empty; it needs one 'user item item ...' line per user.")
     if duplicates:
         logger.warning(f"{path}: dropped {duplicates} repeated (user, item) pairs within lines, keeping the first.")
-    return sequences, line_of_user
+    if trailing_blank:
+        logger.info(f"{path}: skipped {trailing_blank} blank lines at the end.")
+    return sequences, line_of_user, {"repeated_pairs": duplicates, "trailing_blank_lines": trailing_blank}
 
 
 def read_presplit(path: Path | str) -> Sequences:
     """Read a ``user item item ...`` file into ``{user: [items in file order]}``, validating it."""
-    sequences, _ = _parse_presplit(Path(path), allow_empty_users=True)
+    sequences, _, _ = _parse_presplit(Path(path), allow_empty_users=True)
     return sequences
 
 
@@ -258,8 +229,15 @@ def _write_inter(path: Path, sequences: Sequences) -> int:
     return len(rows)
 
 
-def _dataset_yaml(name: str, has_item_file: bool) -> str:
+def _dataset_yaml(name: str, has_item_file: bool, dropped: dict[str, int]) -> str:
     """The RecBole settings that read the three ``.inter`` files of ``name`` as the exact split."""
+    dropped_note = (
+        "# Left out of the sources on import (see the manifest's counts): "
+        + ", ".join(f"{key} {value}" for key, value in dropped.items())
+        + ".\n"
+        if dropped
+        else ""
+    )
     item_note = (
         f"# {name}.item holds item text for the semantic side; RecBole does not load it because load_col names\n"
         "# only the inter columns. Add `item: [item_id, title, ...]` to load_col to use it as features.\n"
@@ -269,6 +247,7 @@ def _dataset_yaml(name: str, has_item_file: bool) -> str:
     return (
         f"# Written by recbole_hnlm.data.importers (version {IMPORTER_VERSION}); see {name}.manifest.json.\n"
         f"# RecBole reads {name}.train/.valid/.test.inter as the train, valid and test sets as they are.\n"
+        f"{dropped_note}"
         "USER_ID_FIELD: user_id\n"
         "ITEM_ID_FIELD: item_id\n"
         "load_col:\n"
@@ -295,8 +274,14 @@ def _write_outputs(
     returned_to_train: int,
     manifest: dict[str, object],
     has_item_file: bool,
+    dropped: dict[str, int] | None = None,
 ) -> None:
-    """Write the three ``.inter`` files, the yaml, and the manifest completed with the counts."""
+    """Write the three ``.inter`` files, the yaml, and the manifest completed with the counts.
+
+    ``dropped`` counts source rows left out on purpose; its non-zero entries join the counts and the yaml's
+    comments (zeros are left out, so that a source with nothing to drop gives the same files as before).
+    """
+    dropped = {key: value for key, value in (dropped or {}).items() if value}
     counts = {
         "users": len({user for sequences in splits.values() for user in sequences}),
         "items": len({item for sequences in splits.values() for items in sequences.values() for item in items}),
@@ -304,7 +289,8 @@ def _write_outputs(
     for split in SPLITS:
         counts[split] = _write_inter(out_dir / f"{name}.{split}.inter", splits[split])
     counts["returned_to_train"] = returned_to_train
-    (out_dir / f"{name}.yaml").write_text(_dataset_yaml(name, has_item_file), encoding="utf-8")
+    counts.update(dropped)
+    (out_dir / f"{name}.yaml").write_text(_dataset_yaml(name, has_item_file, dropped), encoding="utf-8")
     manifest["counts"] = counts
     (out_dir / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     logger.info(f"Imported {name} into {out_dir}: {counts}")
@@ -336,6 +322,7 @@ def import_presplit(
     valid_ratio: float = 0.1,
     carve: str = "latest",
     seed: int = 2020,
+    drop_unseen_items: bool = False,
 ) -> Path:
     """Import a pre-split ``train.txt``/``test.txt`` pair, carving validation out of train; return the folder.
 
@@ -345,13 +332,20 @@ def import_presplit(
     over uniform sampling (see shared/data/README.md). Each user with ``n >= 2`` train items gives
     ``round(valid_ratio * n)`` of them, at least one, and keeps at least one; ``carve="random"`` draws them with
     ``numpy.random.default_rng(seed)``. Rows that would leave an item without any train row stay in train
-    (see ``_keep_every_item_in_train``). test.txt is written as it is.
+    (see ``_keep_every_item_in_train``). test.txt is written as it is, except that ``drop_unseen_items`` drops
+    its rows of items that never occur in train (such as 29 rows of 26 items in the AHNS ml-1m split), counted
+    in the manifest and the yaml, instead of refusing them.
     """
     _check_settings(carve, {"valid_ratio": valid_ratio})
     train_path, test_path = Path(train_path), Path(test_path)
-    train, _ = _parse_presplit(train_path, allow_empty_users=False)
-    test, test_lines = _parse_presplit(test_path, allow_empty_users=True)
+    train, _, train_dropped = _parse_presplit(train_path, allow_empty_users=False)
+    test, test_lines, test_dropped = _parse_presplit(test_path, allow_empty_users=True)
     train_items = {item for items in train.values() for item in items}
+    unseen_rows, unseen_items = _drop_unseen_items(test, train_items) if drop_unseen_items else (0, 0)
+    if unseen_rows:
+        logger.warning(
+            f"{test_path}: dropped {unseen_rows} test rows of {unseen_items} items that never occur in {train_path}."
+        )
     for user, items in test.items():
         where = f"{test_path}: line {test_lines[user]}"
         if user not in train:
@@ -363,7 +357,8 @@ def import_presplit(
         if unseen:
             raise DataFormatError(
                 f"{where}: item '{unseen[0]}' of user '{user}' never occurs in {train_path}; a model cannot learn "
-                "an item it never trains on. Remove the item from the test file or fix its id."
+                "an item it never trains on. Fix: remove the item from the test file or fix its id, or pass "
+                "--drop_unseen_items (drop_unseen_items=True) to drop such rows and count them."
             )
     users_without_test = sum(1 for items in test.values() if not items)
     if users_without_test:
@@ -374,40 +369,30 @@ def import_presplit(
     splits["test"] = {user: items for user, items in test.items() if items}
     target = Path(out_dir) / name
     target.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(
-        "import_presplit",
-        name,
-        {"train": train_path, "test": test_path},
-        {"carve": carve, "valid_ratio": valid_ratio, "seed": seed},
-    )
-    _write_outputs(target, name, splits, returned, manifest, has_item_file=False)
+    settings: dict[str, object] = {"carve": carve, "valid_ratio": valid_ratio, "seed": seed}
+    if drop_unseen_items:  # only when set, so that the manifests of earlier imports stay byte for byte the same
+        settings["drop_unseen_items"] = True
+    manifest = _manifest("import_presplit", name, {"train": train_path, "test": test_path}, settings)
+    dropped = {
+        "dropped_train_repeated_pairs": train_dropped["repeated_pairs"],
+        "dropped_test_repeated_pairs": test_dropped["repeated_pairs"],
+        "dropped_test_rows_of_unseen_items": unseen_rows,
+        "dropped_unseen_test_items": unseen_items,
+    }
+    _write_outputs(target, name, splits, returned, manifest, has_item_file=False, dropped=dropped)
     return target
 
 
-def _load_json_object(path: Path) -> dict[str, object]:
-    """Load a JSON file whose top level is an object, refusing repeated keys, which json.load would drop."""
-    _require_file(path, "JSON")
-
-    def refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        result: dict[str, object] = {}
-        for key, value in pairs:
-            if key in result:
-                raise DataFormatError(f"{path}: key '{key}' occurs twice in one object; keep one of them.")
-            result[key] = value
-        return result
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
-    except json.JSONDecodeError as error:
-        raise DataFormatError(
-            f"{path}: invalid JSON at line {error.lineno} column {error.colno} (char {error.pos}): {error.msg}. "
-            "Fix the file there or re-export it."
-        ) from None
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path} is not valid UTF-8 ({error.reason}); re-save it as UTF-8.") from None
-    if not isinstance(data, dict):
-        raise DataFormatError(f"{path}: the top level must be a JSON object, found {type(data).__name__}.")
-    return data
+def _drop_unseen_items(test: Sequences, train_items: set[str]) -> tuple[int, int]:
+    """Drop, in place, every test item that never occurs in train; return (rows dropped, distinct items)."""
+    rows, items = 0, set()
+    for user, user_items in test.items():
+        unseen = [item for item in user_items if item not in train_items]
+        if unseen:
+            rows += len(unseen)
+            items.update(unseen)
+            test[user] = [item for item in user_items if item in train_items]
+    return rows, len(items)
 
 
 def _json_id(value: object, path: Path, context: str) -> str:
@@ -415,15 +400,15 @@ def _json_id(value: object, path: Path, context: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataFormatError(f"{path}: {context} is {value!r}; ids must be strings or integers.")
     token = str(value)
-    problem = _token_problem(token)
+    problem = token_problem(token)
     if problem:
         raise DataFormatError(f"{path}: {context} '{token}' {problem}; rename it to a plain token.")
     return token
 
 
-def _read_amazon_inter(path: Path) -> Sequences:
-    """Read ``{user: [items...]}`` into per-user item lists, dropping repeated items after their first."""
-    data = _load_json_object(path)
+def _read_amazon_inter(path: Path) -> tuple[Sequences, int]:
+    """Read ``{user: [items...]}`` into per-user item lists, dropping repeated items after their first; count them."""
+    data = load_json_object(path)
     if not data:
         raise DataFormatError(f"{path} is empty; it needs one 'user: [items...]' entry per user.")
     sequences: Sequences = {}
@@ -440,7 +425,7 @@ def _read_amazon_inter(path: Path) -> Sequences:
         sequences[user] = unique_items
     if duplicates:
         logger.warning(f"{path}: dropped {duplicates} repeated (user, item) pairs, keeping the first.")
-    return sequences
+    return sequences, duplicates
 
 
 def _clean_text(value: str) -> str:
@@ -451,7 +436,7 @@ def _clean_text(value: str) -> str:
 def _read_amazon_items(path: Path) -> dict[str, dict[str, str]]:
     """Read ``{item: {title, description, brand, categories}}`` with each text cleaned; missing fields are empty."""
     items: dict[str, dict[str, str]] = {}
-    for raw_item, record in _load_json_object(path).items():
+    for raw_item, record in load_json_object(path).items():
         item = _json_id(raw_item, path, "item id")
         if not isinstance(record, dict):
             raise DataFormatError(f"{path}: item '{item}' maps to {record!r}; it must be an object of text fields.")
@@ -486,7 +471,7 @@ def import_amazon_json(
     """
     _check_settings(carve, {"valid_ratio": valid_ratio, "test_ratio": test_ratio})
     inter_json, item_json = Path(inter_json), Path(item_json)
-    sequences = _read_amazon_inter(inter_json)
+    sequences, repeated_pairs = _read_amazon_inter(inter_json)
     item_text = _read_amazon_items(item_json)
     used_items = dict.fromkeys(item for items in sequences.values() for item in items)
     for item in used_items:
@@ -515,7 +500,9 @@ def import_amazon_json(
         {"inter": inter_json, "items": item_json},
         {"carve": carve, "valid_ratio": valid_ratio, "test_ratio": test_ratio, "seed": seed},
     )
-    _write_outputs(target, name, splits, returned, manifest, has_item_file=True)
+    _write_outputs(
+        target, name, splits, returned, manifest, has_item_file=True, dropped={"dropped_repeated_pairs": repeated_pairs}
+    )
     return target
 
 
@@ -525,11 +512,9 @@ def read_item_text(dataset_dir: Path | str, name: str) -> dict[str, dict[str, st
     ``dataset_dir`` is the dataset's own folder (what the importers return), as in RecBole's ``data_path/name``.
     """
     path = Path(dataset_dir) / f"{name}.item"
-    _require_file(path, "Item text")
-    # keep_default_na=False keeps texts such as "N/A" and empty fields as strings instead of NaN.
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8")
-    expected = list(ITEM_HEADER)
-    if list(frame.columns) != expected:
-        raise DataFormatError(f"{path}: header is {list(frame.columns)}, expected {expected}; re-run the import.")
-    frame.columns = [column.split(":")[0] for column in frame.columns]
-    return {row["item_id"]: {field: row[field] for field in ITEM_TEXT_FIELDS} for row in frame.to_dict("records")}
+    require_file(path, "Item text")
+    table = read_atomic(path, "\t", required_ids=("item_id",), unique_id="item_id")
+    header = [f"{name}:{kind}" for name, kind in zip(table.names, table.types, strict=True)]
+    if header != list(ITEM_HEADER):
+        raise DataFormatError(f"{path}:1: header is {header}, expected {list(ITEM_HEADER)}. Fix: re-run the import.")
+    return {row["item_id"]: {field: row[field] for field in ITEM_TEXT_FIELDS} for row in table.records()}

@@ -10,14 +10,17 @@ from recbole.data.interaction import cat_interactions
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import init_seed
 
-from recbole_hnlm.data.atomic_files import check_dataset_files
 from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
+from recbole_hnlm.data.reader import check_dataset_files
 from recbole_hnlm.errors import DataFormatError
 
 
 def load_dataset(config):
-    """Check the dataset's atomic files, then let RecBole load and filter them."""
-    check_dataset_files(config)
+    """Check the dataset's atomic files, then let RecBole load and filter them.
+
+    The checked files' counts (rows, blank lines skipped, repeated rows) stay on the dataset: see ``input_counts``.
+    """
+    counts = check_dataset_files(config)
     try:
         dataset = create_dataset(config)
     except ValueError as error:  # RecBole reports empty or unknown fields this way
@@ -25,7 +28,13 @@ def load_dataset(config):
             f"RecBole could not load dataset '{config['dataset']}' from {config['data_path']}: {error} "
             "Fix: check load_col and the filtering settings (val_interval, user/item_inter_num_interval)."
         ) from None
+    dataset.input_counts = counts
     return dataset
+
+
+def input_counts(dataset) -> dict[str, dict[str, int]]:
+    """Per atomic file of ``dataset``, the counts its check found, for a run's results JSON ({} if not checked)."""
+    return getattr(dataset, "input_counts", {})
 
 
 def _check_held_out_ids(config, built_datasets) -> None:

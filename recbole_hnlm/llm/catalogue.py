@@ -8,13 +8,14 @@ test positives are kept apart and used only to measure false hard negatives.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from recbole_hnlm.data.reader import AtomicTable, read_atomic
 from recbole_hnlm.errors import DataFormatError
 from recbole_hnlm.llm.settings import LLMSettings
 
@@ -29,11 +30,7 @@ def tokens_sha256(tokens: np.ndarray) -> str:
     return hashlib.sha256("\n".join(map(str, tokens)).encode("utf-8")).hexdigest()
 
 
-def _read_atomic(path: Path, separator: str) -> pd.DataFrame:
-    """An atomic file as strings, with the ``:type`` suffixes dropped from the column names."""
-    frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding="utf-8")
-    frame.columns = [column.rsplit(":", 1)[0] for column in frame.columns]
-    return frame
+logger = logging.getLogger()
 
 
 def _split_categories(text: str, separator: str) -> list[str]:
@@ -61,6 +58,7 @@ class Catalogue:
     held_out_indptr: np.ndarray
     held_out_items: np.ndarray
     input_fingerprint: dict
+    item_text_counts: dict = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -120,8 +118,8 @@ class Catalogue:
                 f"Dataset '{name}' has no item text ({item_file} does not exist), so there is nothing to write item "
                 "profiles from. Fix: add an .item atomic file with titles (the Amazon importer writes one)."
             )
-        titles, labels, facts, categories = _item_texts(
-            item_file, separator, config["seq_separator"], item_tokens, settings
+        titles, labels, facts, categories, item_text_counts = _item_texts(
+            item_file, separator, config["seq_separator"], item_tokens, iid, settings
         )
         demographics = _user_demographics(user_file, separator, user_tokens, uid, settings)
 
@@ -156,6 +154,7 @@ class Catalogue:
             held_out_indptr=held_out_indptr,
             held_out_items=held_out_items,
             input_fingerprint={},
+            item_text_counts=item_text_counts,
         )
         catalogue.input_fingerprint = {
             "dataset": name,
@@ -192,41 +191,76 @@ def _csr(users: np.ndarray, items: np.ndarray, n_users: int, keep_order: bool = 
     return np.cumsum(indptr), grouped.astype(np.int64)
 
 
-def _item_texts(
-    path: Path, separator: str, seq_separator: str, item_tokens: np.ndarray, settings: LLMSettings
-) -> tuple[list[str], list[str], list[str], list[list[str]]]:
-    """Per internal item id: title (with year), label (title and categories), full facts, and categories."""
-    frame = _read_atomic(path, separator)
+def _item_rows(
+    path: Path, separator: str, item_tokens: np.ndarray, iid: str, settings: LLMSettings
+) -> tuple[dict[str, dict[str, str]], dict[str, str | None], dict[str, int]]:
+    """The checked ``.item`` rows by item token, which column plays each text role, and what was left out.
+
+    The id column is found by name (``ITEM_ID_FIELD``), wherever it stands. A file with no text column that
+    ``llm_item_fields`` knows, or whose ids match none of the dataset's items, is refused: every profile would
+    otherwise be a bare ``Item <token>.``.
+    """
+    table: AtomicTable = read_atomic(path, separator, required_ids=(iid,), unique_id=iid)
     roles = {
-        role: next((c for c in candidates if c in frame.columns), None)
+        role: next((c for c in candidates if c in table.names), None)
         for role, candidates in settings.item_fields.items()
     }
-    id_column = frame.columns[0]
-    rows = {row[id_column]: row for row in frame.to_dict("records")}
+    if not any(roles.values()):
+        looked_for = sorted({c for candidates in settings.item_fields.values() for c in candidates})
+        raise DataFormatError(
+            f"{path}:1: no column gives item text: the header has {table.names}, llm_item_fields looks for "
+            f"{looked_for}. Fix: rename a text column (e.g. title:token_seq) or add its name to llm_item_fields."
+        )
+    rows = {row[iid]: row for row in table.records()}
+    dataset_items = {str(token) for token in item_tokens[1:]}
+    covered = dataset_items.intersection(rows)
+    if dataset_items and not covered:
+        raise DataFormatError(
+            f"{path}: none of the dataset's {len(dataset_items)} items has a row (column {iid} holds e.g. "
+            f"'{next(iter(rows))}', the dataset e.g. '{sorted(dataset_items)[0]}'). Fix: write the dataset's item "
+            "ids in that column."
+        )
+    counts = {
+        **{f"item_file_{key}": value for key, value in table.counts.items()},
+        "items_without_text": len(dataset_items) - len(covered),
+        "item_rows_not_in_dataset": len(rows) - len(covered),
+    }
+    if counts["items_without_text"]:
+        logger.warning(f"{path}: {counts['items_without_text']} items have no row; their profiles say 'Item <id>'.")
+    if counts["item_rows_not_in_dataset"]:
+        logger.info(f"{path}: left out {counts['item_rows_not_in_dataset']} rows of items the dataset does not use.")
+    return rows, roles, counts
+
+
+def _item_texts(
+    path: Path, separator: str, seq_separator: str, item_tokens: np.ndarray, iid: str, settings: LLMSettings
+) -> tuple[list[str], list[str], list[str], list[list[str]], dict[str, int]]:
+    """Per internal item id: title (with year), label (title and categories), full facts, and categories; counts."""
+    rows, roles, counts = _item_rows(path, separator, item_tokens, iid, settings)
     titles, labels, facts, categories = [""], [""], [""], [[]]
     for token in item_tokens[1:]:
         row = rows.get(str(token), {})
 
-        def field(role: str, row=row) -> str:
+        def text(role: str, row=row) -> str:
             column = roles.get(role)
             return " ".join(str(row.get(column, "")).split()) if column else ""
 
-        title = field("title") or f"Item {token}"
-        year = field("year")
+        title = text("title") or f"Item {token}"
+        year = text("year")
         head = f"{title} ({year})" if year and year != "0" else title
-        item_categories = _split_categories(field("categories"), seq_separator)
+        item_categories = _split_categories(text("categories"), seq_separator)
         label = head + (f". Categories: {', '.join(item_categories)}" if item_categories else "") + "."
         extra = []
-        if field("brand"):
-            extra.append(f"Brand: {field('brand')}.")
-        description = field("description")[: settings.description_chars].strip()
+        if text("brand"):
+            extra.append(f"Brand: {text('brand')}.")
+        description = text("description")[: settings.description_chars].strip()
         if description:
             extra.append(f"Description: {description}")
         titles.append(head)
         labels.append(label)
         facts.append(" ".join([label, *extra]))
         categories.append(item_categories)
-    return titles, labels, facts, categories
+    return titles, labels, facts, categories, counts
 
 
 def _user_demographics(
@@ -235,10 +269,9 @@ def _user_demographics(
     """Per internal user id: ``age 24, gender M, occupation technician`` from the .user file, or ''."""
     if not path.is_file():
         return [""] * len(user_tokens)
-    frame = _read_atomic(path, separator)
-    id_column = uid if uid in frame.columns else frame.columns[0]
-    columns = [c for c in frame.columns if c != id_column and c not in settings.user_ignore_fields]
-    rows = {row[id_column]: row for row in frame.to_dict("records")}
+    table = read_atomic(path, separator, required_ids=(uid,), unique_id=uid)
+    columns = [c for c in table.names if c != uid and c not in settings.user_ignore_fields]
+    rows = {row[uid]: row for row in table.records()}
     texts = []
     for token in user_tokens:
         row = rows.get(str(token))
