@@ -134,16 +134,16 @@ def test_run_script_trains_and_prints_test_metrics(tmp_path):
     assert saved["candidate_num"] == 8 and saved["epochs"] == 1
 
 
-def test_readme_sampler_example_runs_as_written(run_settings, ml100k_slice, monkeypatch):
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("```python\nimport numpy as np")
-    snippet = readme[start + len("```python\n") : readme.index("```", start + 10)]
+def test_docs_sampler_example_runs_as_written(run_settings, ml100k_slice, monkeypatch):
+    extending = (REPO / "docs" / "extending.md").read_text()
+    start = extending.index("```python\nimport numpy as np")
+    snippet = extending[start + len("```python\n") : extending.index("```", start + 10)]
     import recbole_hnlm.quick_start as quick_start
 
     real_run = quick_start.run
 
     def small_run(model, dataset, config_dict):
-        # Same call as the README's, on the ml-100k slice with one epoch to keep the suite fast.
+        # Same call as docs/extending.md's, on the ml-100k slice with one epoch to keep the suite fast.
         return real_run(
             model, "ml-100k-slice", config_dict={**config_dict, **run_settings, "epochs": 1, "data_path": ml100k_slice}
         )
@@ -151,7 +151,7 @@ def test_readme_sampler_example_runs_as_written(run_settings, ml100k_slice, monk
     monkeypatch.setattr(quick_start, "run", small_run)
     namespace: dict = {}
     try:
-        exec(compile(snippet, "README.md", "exec"), namespace)
+        exec(compile(snippet, "docs/extending.md", "exec"), namespace)
     finally:
         SAMPLER_REGISTRY.pop("least_popular", None)
     assert namespace["result"]["neg_sampler"] == "least_popular"
