@@ -21,6 +21,14 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["recbole_hnlm", "recbole_hnlm.*"]),
+    # Defaults, method settings and prompts are read relative to the package, so the wheel carries them.
+    package_data={
+        "recbole_hnlm": ["properties/*.yaml", "properties/*/*.yaml", "properties/*/*/*.yaml"],
+        "recbole_hnlm.hnlm": ["*.yaml"],
+        "recbole_hnlm.llm": ["prompts/*.txt"],
+    },
+    entry_points={"console_scripts": ["recbole-hnlm = recbole_hnlm.__main__:main"]},
+    license="MIT",
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={

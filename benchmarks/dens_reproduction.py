@@ -84,7 +84,9 @@ def spec_of(args, settings: list[str]) -> MatrixSpec:
         models=args.model,
         samplers=",".join(args.samplers),
         datasets=",".join(args.datasets),
-        seeds=args.seeds,
+        # --seeds here keeps its recorded meaning: a count, or a list when it holds a comma.
+        seeds=args.seeds if "," in args.seeds else None,
+        n_seeds=None if "," in args.seeds else args.seeds,
         name=args.name,
         cmd_args=settings,
         reuse=",".join(args.reuse) or None,

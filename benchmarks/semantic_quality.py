@@ -75,7 +75,7 @@ def run_groups(args) -> None:
                 models="LightGCN",
                 samplers=GROUPS[group][0],
                 datasets=dataset,
-                seeds=str(args.seeds),
+                n_seeds=args.seeds,
                 name=f"semantic-{dataset}-{group}",
                 cmd_args=group_args(group, dataset, args.epochs),
             )

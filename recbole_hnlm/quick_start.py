@@ -13,7 +13,7 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_hnlm.compat import load_recbole_checkpoint
 from recbole_hnlm.config import HNLMConfig, config_fingerprint, recorded_settings
-from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
+from recbole_hnlm.data.preparation import input_counts, load_dataset, prepare_data, prepare_refit_data
 from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.model import get_model
 from recbole_hnlm.trainer import create_trainer
@@ -154,6 +154,7 @@ def run(
         **{key: config[key] for key in _IDENTITY_KEYS},
         "config_hash": config_fingerprint(config),
         "config": recorded_settings(config),
+        "input_counts": input_counts(data),
         "best_epoch": trainer.best_epoch,
         "best_valid_score": float(best_valid_score),
         "valid_result": {key: float(value) for key, value in (best_valid_result or {}).items()},

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The suite runs on the CPU, also where a GPU is visible: its tests build models and samplers without moving them to
 # config["device"], which RecBole's Config would make cuda. CUDA is initialised here with no device visible, which
 # holds for the whole process, whatever CUDA_VISIBLE_DEVICES RecBole's Config writes later (it writes gpu_id there).
-# GPU paths are checked by running the product on a GPU (README, "On a GPU").
+# GPU paths are checked by running the product on a GPU (docs/gpu.md).
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 torch.cuda.is_available()
 

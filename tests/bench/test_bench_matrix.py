@@ -31,7 +31,7 @@ def refuse_to_run(**kwargs):
 
 def test_matrix_writes_runs_table_and_plots_then_resumes_without_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    argv = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--seeds=2", "--name=small", *FAST]
+    argv = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--n_seeds=2", "--name=small", *FAST]
     assert main(argv) == 0
     out = tmp_path / "results" / "small"
     rows = read_rows(out)
@@ -88,7 +88,7 @@ def test_matrix_writes_runs_table_and_plots_then_resumes_without_training(tmp_pa
     # --report_only on a larger matrix (a third seed not run yet) writes the table of what finished, runs nothing.
     (out / "table.md").unlink()
     manifest = (out / "manifest.json").read_text()
-    assert main([arg.replace("--seeds=2", "--seeds=3") for arg in argv] + ["--report_only"]) == 0
+    assert main([arg.replace("--n_seeds=2", "--n_seeds=3") for arg in argv] + ["--report_only"]) == 0
     assert (out / "table.md").read_text() == table and read_rows(out) == rows
     assert (out / "manifest.json").read_text() == manifest  # the running matrix's own files are left alone
     assert "report of 4 finished run(s), 2 not run yet, none failed" in capsys.readouterr().out
@@ -173,7 +173,7 @@ def test_ctrl_c_leaves_a_whole_runs_file_and_the_command_resumes(tmp_path, monke
             ["--models=BPR", "--samplers=uniform", "--seed=3"],
             "sets 'seed', which the matrix sets per run. Fix: use --seeds",
         ),
-        (["--models=BPR", "--samplers=uniform", "--seeds=0"], "seeds=0 runs nothing"),
+        (["--models=BPR", "--samplers=uniform", "--n_seeds=0"], "n_seeds=0 must be a count"),
         (["--models=BPR"], "no samplers given"),
         (["--models=BPR", "--samplers=uniform", "--reuse=results/nowhere"], "results/nowhere holds no runs.csv"),
     ],
@@ -243,17 +243,33 @@ def test_a_matrix_reuses_the_matching_runs_of_another_and_runs_only_the_rest(tmp
 def test_a_matrix_yaml_lists_the_same_as_the_command_line(tmp_path):
     matrix = tmp_path / "paper.yaml"
     matrix.write_text(
-        "models: [BPR, LightGCN]\nsamplers: [uniform, dns]\ndatasets: [ml-100k]\nseeds: 3\n"
+        "models: [BPR, LightGCN]\nsamplers: [uniform, dns]\ndatasets: [ml-100k]\nn_seeds: 3\n"
         "settings: {epochs: 5, learning_rate: 1e-3}\n"
     )
     spec = MatrixSpec.from_sources(str(matrix))
     assert spec.name == "paper" and spec.seeds == [FIRST_SEED, FIRST_SEED + 1, FIRST_SEED + 2]
     assert spec.settings == {"epochs": 5, "learning_rate": 0.001}  # read as RecBole reads its YAML
-    cli = MatrixSpec.from_sources(models="BPR,LightGCN", samplers="uniform,dns", datasets="ml-100k", seeds="3")
+    cli = MatrixSpec.from_sources(models="BPR,LightGCN", samplers="uniform,dns", datasets="ml-100k", n_seeds="3")
     assert spec.cells() == cli.cells() and len(cli.cells()) == 12
     assert MatrixSpec.from_sources(str(matrix), seeds="1,5").seeds == [1, 5]
-    assert MatrixSpec.from_sources(str(matrix), seeds="2022,").seeds == [2022]  # one seed, not a count of 2022
-
+    assert MatrixSpec.from_sources(str(matrix), seeds="2022,").seeds == [2022]
+    assert MatrixSpec.from_sources(str(matrix), seeds="2021").seeds == [2021]  # a seed, never a count of 2021
+    with pytest.raises(ConfigurationError, match="seeds and n_seeds are both given"):
+        MatrixSpec.from_sources(models="BPR", samplers="uniform", datasets="ml-100k", seeds="1", n_seeds="2")
+    with pytest.raises(ConfigurationError, match="must list seeds"):
+        MatrixSpec.from_sources(models="BPR", samplers="uniform", datasets="ml-100k", seeds="three")
     matrix.write_text("models: [BPR]\nsamplers: [uniform]\ndatasets: [ml-100k]\nepochs: 5\n")
     with pytest.raises(ConfigurationError, match="unknown key\\(s\\) epochs.*settings:"):
         MatrixSpec.from_sources(str(matrix))
+
+
+def test_a_matrix_of_hundreds_of_runs_asks_for_yes(tmp_path, capsys):
+    argv = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--n_seeds=151", f"--out={tmp_path}"]
+    assert main(argv) == 2
+    assert "This matrix has 302 runs" in capsys.readouterr().err and not (tmp_path / "runs.csv").exists()
+
+
+def test_a_setting_the_bench_does_not_know_is_refused_before_any_run(tmp_path, capsys):
+    argv = ["--models=BPR", "--samplers=uniform", "--datasets=ml-100k", "--output=x", f"--out={tmp_path}"]
+    assert main(argv) == 2
+    assert "'output' is not a setting" in capsys.readouterr().err and not (tmp_path / "runs.csv").exists()

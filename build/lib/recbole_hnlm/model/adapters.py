@@ -1,0 +1,264 @@
+"""Model adapters: the view of a RecBole model that a negative-synthesizing sampler needs.
+
+MixGCF and DINS build a negative *embedding* instead of picking an item id, so they cannot train through
+``model.calculate_loss``, which looks negatives up by id. An adapter exposes, for one model class:
+
+- ``propagate()``: user and item embeddings per propagation layer, ``(n_users, n_layers, dim)`` and
+  ``(n_items, n_layers, dim)``. Layer 0 is the ego (free) embedding; a model without propagation has one layer.
+- ``pool(layers)``: how the model turns its layers into the embedding it scores with (mean, sum or concat).
+- ``layer_queries(user_layers)``: per layer, the user vector that an item's layer embedding is scored against
+  (MixGCF's f_Q(u, l)): the pooled user for mean and sum pooling, the user's own layer for concat pooling.
+- ``pairwise_loss(interaction, user_e, pos_e, neg_e)``: the model's own training loss, its ranking loss,
+  regularisation and auxiliary terms (SGL's contrastive loss), for per-layer embeddings of a batch.
+
+Adding a model is one small class, e.g. for a LightGCN-like model::
+
+    @register_adapter("MyGCN")
+    class MyGCNAdapter(ModelAdapter):
+        pooling = "mean"
+
+        def propagate(self):
+            model = self.model
+            return linear_propagation(
+                model.user_embedding.weight, model.item_embedding.weight, model.norm_adj_matrix, model.n_layers
+            )
+
+        def regularisation(self, user_e, pos_e, neg_e):
+            model = self.model
+            return model.reg_weight * model.reg_loss(user_e[:, 0], pos_e[:, 0], neg_e[:, 0])
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from recbole.data.interaction import Interaction
+from recbole.model.loss import BPRLoss
+
+from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
+
+_BPR_LOSS = BPRLoss()
+_POOLINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": lambda layers: layers.mean(dim=-2),
+    "sum": lambda layers: layers.sum(dim=-2),
+    "concat": lambda layers: layers.flatten(start_dim=-2),
+}
+
+
+def linear_propagation(
+    user_embedding: torch.Tensor, item_embedding: torch.Tensor, graph: torch.Tensor, n_layers: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layers 0..n_layers of ``E <- graph @ E`` on the joint user-item graph, as (users, items) stacks."""
+    embeddings = torch.cat([user_embedding, item_embedding])
+    layers = [embeddings]
+    for _ in range(n_layers):
+        embeddings = torch.sparse.mm(graph, embeddings)
+        layers.append(embeddings)
+    users, items = torch.stack(layers, dim=1).split([len(user_embedding), len(item_embedding)])
+    return users, items
+
+
+class ModelAdapter(ABC):
+    """Per-layer embeddings, pooling and pairwise loss of one RecBole model class.
+
+    Embedding arguments are per layer, ``(batch, n_layers, dim)``, as gathered from ``propagate()``. A
+    subclass implements ``propagate``, sets ``pooling``, and overrides the loss parts its model has.
+    """
+
+    pooling: ClassVar[str] = "mean"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    @classmethod  # noqa: B027 - an optional hook: most models need no check
+    def validate_config(cls, config) -> None:
+        """Raise ConfigurationError for model settings the adapter cannot serve; none by default."""
+
+    @abstractmethod
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item embeddings per layer, in training mode, with gradients."""
+
+    def pool(self, layers: torch.Tensor) -> torch.Tensor:
+        """Combine ``(..., n_layers, dim)`` into the embedding the model scores with."""
+        return _POOLINGS[self.pooling](layers)
+
+    def layer_queries(self, user_layers: torch.Tensor) -> torch.Tensor:
+        """Per layer, the user vector that item layer embeddings are scored against, ``(..., n_layers, dim)``.
+
+        With these, the sum over layers of ``<query_l, item_l>`` is the model's score up to a positive factor,
+        so the hardest item of a layer is the one contributing most to the final score.
+        """
+        if self.pooling == "concat":
+            return user_layers
+        return self.pool(user_layers).unsqueeze(-2).expand_as(user_layers)
+
+    def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+        """The model's pairwise ranking loss on scores; RecBole's BPRLoss (a batch mean) by default."""
+        return _BPR_LOSS(pos_scores, neg_scores)
+
+    def regularisation(self, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor) -> torch.Tensor | float:
+        """The model's weighted regularisation of the batch embeddings; none by default."""
+        return 0.0
+
+    def auxiliary_loss(self, interaction: Interaction) -> torch.Tensor | float:
+        """Loss terms of the model that do not involve the negative (e.g. SGL's contrastive loss); none by default."""
+        return 0.0
+
+    def pairwise_loss(
+        self, interaction: Interaction, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor
+    ) -> torch.Tensor:
+        """The model's training loss with the negative given as per-layer embeddings instead of an item id."""
+        # As every RecBole graph model's calculate_loss does: training invalidates its cached evaluation embeddings.
+        for cache in ("restore_user_e", "restore_item_e"):
+            if getattr(self.model, cache, None) is not None:
+                setattr(self.model, cache, None)
+        user, positive, negative = self.pool(user_e), self.pool(pos_e), self.pool(neg_e)
+        loss = self.ranking_loss((user * positive).sum(dim=-1), (user * negative).sum(dim=-1))
+        return loss + self.regularisation(user_e, pos_e, neg_e) + self.auxiliary_loss(interaction)
+
+
+ADAPTER_REGISTRY: dict[str, type[ModelAdapter]] = {}
+
+
+def register_adapter(model_name: str, replace: bool = False) -> Callable[[type[ModelAdapter]], type[ModelAdapter]]:
+    """Class decorator: use the decorated ModelAdapter for the model class called ``model_name``."""
+
+    def register(adapter_class: type[ModelAdapter]) -> type[ModelAdapter]:
+        if not (isinstance(adapter_class, type) and issubclass(adapter_class, ModelAdapter)):
+            raise ConfigurationError(f"{adapter_class!r} is not a ModelAdapter subclass, so it cannot be registered.")
+        if adapter_class.pooling not in _POOLINGS:
+            raise ConfigurationError(
+                f"{adapter_class.__name__}.pooling={adapter_class.pooling!r} is invalid. Valid: {', '.join(_POOLINGS)}"
+                "; for another pooling, override pool() and layer_queries()."
+            )
+        known = ADAPTER_REGISTRY.get(model_name)
+        if known is not None and known is not adapter_class and not replace:
+            raise ConfigurationError(
+                f"Model '{model_name}' already has an adapter ({known.__name__}). Fix: pass replace=True."
+            )
+        ADAPTER_REGISTRY[model_name] = adapter_class
+        return adapter_class
+
+    return register
+
+
+def adapter_class_for(model_name: str) -> type[ModelAdapter]:
+    """The adapter class registered for ``model_name``; UnsupportedModelError if there is none."""
+    try:
+        return ADAPTER_REGISTRY[model_name]
+    except KeyError:
+        raise UnsupportedModelError(
+            f"Model '{model_name}' has no model adapter, which samplers that synthesize negative embeddings "
+            f"(e.g. mixgcf, dins) need. Models with one: {', '.join(sorted(ADAPTER_REGISTRY))}. Fix: pick one of "
+            "those, or register an adapter for your model with recbole_hnlm.model.adapters.register_adapter."
+        ) from None
+
+
+def get_adapter(model: torch.nn.Module) -> ModelAdapter:
+    """An adapter around ``model``, chosen by its class name."""
+    return adapter_class_for(type(model).__name__)(model)
+
+
+@register_adapter("BPR")
+class BPRAdapter(ModelAdapter):
+    """Matrix factorisation: one layer, the free embeddings; RecBole's BPR has no regularisation term."""
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding tables as single-layer stacks."""
+        return self.model.user_embedding.weight.unsqueeze(1), self.model.item_embedding.weight.unsqueeze(1)
+
+
+@register_adapter("LightGCN")
+class LightGCNAdapter(ModelAdapter):
+    """Mean of layers 0..n_layers; EmbLoss on the ego (layer-0) embeddings, with the model's require_pow."""
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layers 0..n_layers on the normalised adjacency matrix."""
+        model = self.model
+        return linear_propagation(
+            model.user_embedding.weight, model.item_embedding.weight, model.norm_adj_matrix, model.n_layers
+        )
+
+    def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+        """The model's BPRLoss."""
+        return self.model.mf_loss(pos_scores, neg_scores)
+
+    def regularisation(self, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor) -> torch.Tensor:
+        """reg_weight * EmbLoss of the layer-0 embeddings (for a synthesized negative: its layer-0 mix)."""
+        model = self.model
+        penalty = model.reg_loss(user_e[:, 0], pos_e[:, 0], neg_e[:, 0], require_pow=model.require_pow)
+        return model.reg_weight * penalty
+
+
+@register_adapter("SGL")
+class SGLAdapter(ModelAdapter):
+    """LightGCN's propagation on the full graph, a summed BPR loss, and the model's contrastive (SSL) loss."""
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layers 0..n_layers on the full training graph (the augmented views only enter the SSL loss)."""
+        model = self.model
+        return linear_propagation(
+            model.user_embedding.weight, model.item_embedding.weight, model.train_graph, model.n_layers
+        )
+
+    def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+        """SGL sums, rather than averages, -log sigmoid over the batch."""
+        return -F.logsigmoid(pos_scores - neg_scores).sum()
+
+    def regularisation(self, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor) -> torch.Tensor:
+        """reg_weight * EmbLoss of the layer-0 embeddings."""
+        model = self.model
+        return model.reg_weight * model.reg_loss(user_e[:, 0], pos_e[:, 0], neg_e[:, 0])
+
+    def auxiliary_loss(self, interaction: Interaction) -> torch.Tensor:
+        """The model's contrastive loss between its two augmented views (rebuilt by its train())."""
+        model = self.model
+        user_view1, item_view1 = model.forward(model.sub_graph1)
+        user_view2, item_view2 = model.forward(model.sub_graph2)
+        return model.calc_ssl_loss(
+            interaction[model.USER_ID], interaction[model.ITEM_ID], user_view1, user_view2, item_view1, item_view2
+        )
+
+
+@register_adapter("NGCF")
+class NGCFAdapter(ModelAdapter):
+    """Concatenated layers; EmbLoss on the final (concatenated) embeddings, as NGCF regularises them."""
+
+    pooling = "concat"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._check_layer_sizes(model.hidden_size_list[0], model.hidden_size_list[1:])
+        super().__init__(model)
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """Mixing happens layer by layer, so every GNN layer must keep the embedding size."""
+        cls._check_layer_sizes(config["embedding_size"], config["hidden_size_list"])
+
+    @staticmethod
+    def _check_layer_sizes(embedding_size: int, hidden_sizes: list[int]) -> None:
+        if any(size != embedding_size for size in hidden_sizes):
+            raise ConfigurationError(
+                f"NGCF with hidden_size_list={list(hidden_sizes)} and embedding_size={embedding_size} cannot be "
+                "trained with a sampler that mixes embeddings layer by layer: every layer must have the embedding "
+                f"size. Fix: --hidden_size_list=[{embedding_size},{embedding_size},{embedding_size}]."
+            )
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own forward pass (node and message dropout included), split back into its layers."""
+        users, items = self.model.forward()
+        n_layers = len(self.model.hidden_size_list)
+        return users.unflatten(-1, (n_layers, -1)), items.unflatten(-1, (n_layers, -1))
+
+    def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+        """The model's BPRLoss."""
+        return self.model.mf_loss(pos_scores, neg_scores)
+
+    def regularisation(self, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor) -> torch.Tensor:
+        """reg_weight * EmbLoss of the concatenated embeddings."""
+        model = self.model
+        return model.reg_weight * model.reg_loss(self.pool(user_e), self.pool(pos_e), self.pool(neg_e))

@@ -1,0 +1,230 @@
+"""What every negative sampler shares: the training positives to avoid, a seeded generator and model scoring."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_hnlm.errors import ConfigurationError, DataFormatError
+from recbole_hnlm.paths import properties_file
+
+# Up to this many (user, item) cells, positives are also kept as a bit set (1 bit a cell, at most 32 MiB):
+# a look-up is then two array reads instead of a binary search, about 40x faster for a batch of DNS candidates.
+# Larger catalogues keep the sorted keys only, so memory stays O(training interactions).
+BITSET_MAX_CELLS = 1 << 28
+
+
+class TrainingPositives:
+    """Each user's training items, kept as sorted ``user * n_items + item`` keys for vectorised look-ups."""
+
+    def __init__(self, user_ids: np.ndarray, item_ids: np.ndarray, n_users: int, n_items: int) -> None:
+        self.n_users = n_users
+        self.n_items = n_items
+        self.keys = np.unique(user_ids.astype(np.int64) * n_items + item_ids.astype(np.int64))
+        self.bits = None
+        if n_users * n_items <= BITSET_MAX_CELLS:
+            self.bits = np.zeros((n_users * n_items + 7) // 8, dtype=np.uint8)
+            np.bitwise_or.at(self.bits, self.keys >> 3, (1 << (self.keys & 7)).astype(np.uint8))
+        counts = np.bincount(user_ids, minlength=n_users)
+        # Item 0 is RecBole's padding id, so a user can take at most n_items - 1 negatives' worth of items.
+        full = np.flatnonzero(counts >= n_items - 1)
+        if len(full):
+            raise DataFormatError(
+                f"User ids {full[:5].tolist()} interacted with every item in training, so no negative can be "
+                "sampled for them. Fix: filter them out with user_inter_num_interval."
+            )
+
+    @classmethod
+    def from_dataset(cls, dataset) -> TrainingPositives:
+        """Collect the positives of a RecBole training dataset."""
+        users = dataset.inter_feat[dataset.uid_field].numpy()
+        items = dataset.inter_feat[dataset.iid_field].numpy()
+        return cls(users, items, dataset.user_num, dataset.item_num)
+
+    def contains(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: is (user, item) a training positive? Shapes broadcast."""
+        query = np.asarray(user_ids, dtype=np.int64) * self.n_items + np.asarray(item_ids, dtype=np.int64)
+        if self.bits is not None:
+            return (self.bits[query >> 3] >> (query & 7).astype(np.uint8)) & 1 == 1
+        position = np.searchsorted(self.keys, query)
+        position[position == len(self.keys)] = 0
+        return self.keys[position] == query
+
+
+class NegativeSampler(ABC):
+    """Picks ``num`` negative item ids for each (user, positive item) of a training batch.
+
+    Subclasses set ``name`` (the value of ``--neg_sampler``) and implement ``sample``. Samplers that score
+    candidates with the model being trained set ``requires_model``; the train dataloader hands it over.
+    Samplers that synthesize negative embeddings (``samplers/mixing.py``) also add batch fields and replace the
+    training loss, through ``extra_batch_fields`` and ``training_loss``.
+    """
+
+    name: ClassVar[str]
+    requires_model: ClassVar[bool] = False
+    # A sampler that trains a model of its own around ``--model`` (e.g. ``hnlm`` trains ``HNLMRec``) names it here;
+    # the Config then sets ``model`` to it and ``backbone`` to the model asked for.
+    wrapper_model: ClassVar[str | None] = None
+
+    def __init__(self, config, dataset) -> None:
+        self.validate_config(config)
+        self.positives = TrainingPositives.from_dataset(dataset)
+        self.n_items = dataset.item_num
+        self.uid_field = dataset.uid_field
+        self.iid_field = dataset.iid_field
+        self.rng = np.random.default_rng(config["seed"])
+
+    @classmethod  # noqa: B027 - an optional hook: most samplers have no knobs to check
+    def validate_config(cls, config) -> None:
+        """Raise ConfigurationError for contradictory settings; the base class has none."""
+
+    @classmethod
+    def defaults_files(cls) -> list[Path]:
+        """YAML files of this sampler's defaults, lowest first, merged by the Config under the user's settings.
+
+        A sampler shipped with the plugin keeps them in ``properties/sampler/<name>.yaml``; a third-party sampler
+        overrides this to point at its own files. Every file listed must exist.
+        """
+        own = properties_file("sampler", f"{cls.name}.yaml")
+        return [own] if own.is_file() else []
+
+    def prepare(self, held_out_datasets: list) -> None:  # noqa: B027 - an optional hook
+        """Called once the split is known, before training (e.g. to build a cache that needs the held-out splits)."""
+
+    def run_details(self) -> dict:
+        """Entries this sampler adds to the run's results JSON; none here."""
+        return {}
+
+    @abstractmethod
+    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
+        """Return a LongTensor of shape (num, batch): row k holds the k-th negative of every positive."""
+
+    def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
+        """Fields added to a training batch beside NEG_ITEM_ID, one row per (positive, negative) pair; none here."""
+        return {}
+
+    def training_loss(self, model) -> Callable[[Interaction], torch.Tensor] | None:
+        """The loss to train ``model`` with instead of its ``calculate_loss``; None keeps the model's own."""
+        return None
+
+    def draw_uniform(self, user_ids: np.ndarray, count: int) -> np.ndarray:
+        """Draw ``count`` items per user uniformly from items the user has no training interaction with."""
+        items = self.rng.integers(1, self.n_items, size=(count, len(user_ids)))
+        return self._redraw_positives(user_ids, items, lambda size: self.rng.integers(1, self.n_items, size))
+
+    def _redraw_positives(self, user_ids: np.ndarray, items: np.ndarray, draw) -> np.ndarray:
+        """Replace every training positive in ``items`` (count, batch) by a fresh draw until none is left."""
+        users = np.broadcast_to(user_ids, items.shape)
+        bad = np.flatnonzero(self.positives.contains(users, items))
+        while len(bad):
+            flat = items.reshape(-1)
+            flat[bad] = draw(len(bad))
+            still = self.positives.contains(users.reshape(-1)[bad], flat[bad])
+            bad = bad[still]
+        return items
+
+
+@contextmanager
+def scoring_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients while a sampler scores with ``model``; its training flag is restored after.
+
+    ``nn.Module.train``, not ``model.train``: some RecBole models override train() with side effects (SGL
+    rebuilds its augmented graphs on every call), which scoring must not trigger.
+    """
+    was_training = model.training
+    torch.nn.Module.train(model, False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.nn.Module.train(model, was_training)
+
+
+def score_items(model, uid_field: str, iid_field: str, user_ids: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Score ``items`` (count, batch) for ``user_ids`` (batch,) with ``model.predict``, in eval mode, no grad.
+
+    One ``predict`` call for the whole block: graph models propagate the whole graph per call, so chunking
+    would repeat that work.
+    """
+    with scoring_mode(model):
+        count, batch = items.shape
+        interaction = Interaction(
+            {uid_field: user_ids.repeat(count).to(model.device), iid_field: items.reshape(-1).to(model.device)}
+        )
+        scores = model.predict(interaction).reshape(count, batch)
+    return scores.float().cpu()
+
+
+def check_candidate_num(config, sampler_name: str) -> None:
+    """Raise ConfigurationError unless ``candidate_num`` is a positive integer."""
+    candidate_num = config["candidate_num"]
+    if not isinstance(candidate_num, int) or candidate_num < 1:
+        raise ConfigurationError(
+            f"candidate_num={candidate_num!r} is invalid for neg_sampler={sampler_name}: it must be an integer "
+            ">= 1. Fix: e.g. --candidate_num=16."
+        )
+
+
+class CandidatePoolSampler(NegativeSampler):
+    """A sampler that works from ``candidate_num`` uniform candidates per negative.
+
+    Samplers that hand the pool to the loss (as the ``neg_candidates`` batch field) draw it once per batch:
+    ``sample_from_pool`` draws it and returns its first column as the uniform ``NEG_ITEM_ID``, and
+    ``candidate_pool`` hands the same pool to ``extra_batch_fields``.
+    """
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.candidate_num = int(config["candidate_num"] or 0)
+        self._pool: np.ndarray | None = None  # drawn by sample_from_pool for the batch being built
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """``candidate_num`` must be a positive integer."""
+        check_candidate_num(config, cls.name)
+
+    def sample_from_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
+        """Draw the pool of the batch (``candidate_num`` per row); return its first column, shaped (num, batch)."""
+        self._pool = self.draw_uniform(np.tile(user_ids, num), self.candidate_num)  # (candidate_num, num * batch)
+        return torch.from_numpy(self._pool[0].reshape(num, len(user_ids)).copy())
+
+    def candidate_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
+        """The pool ``sample_from_pool`` drew for this batch, ``(num * batch, candidate_num)`` (drawn here if none)."""
+        pool, self._pool = self._pool, None
+        if pool is None or pool.shape[1] != num * len(user_ids):
+            pool = self.draw_uniform(np.tile(user_ids, num), self.candidate_num)
+        return torch.from_numpy(np.ascontiguousarray(pool.T))
+
+
+class ModelScoredSampler(CandidatePoolSampler):
+    """A sampler that draws ``candidate_num`` uniform candidates per negative and picks among them by score."""
+
+    requires_model = True
+
+    def score_candidates(
+        self, model, user_ids: torch.Tensor, num: int, also_score: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Draw and score candidates, both returned with shape (num, candidate_num, batch).
+
+        ``also_score`` (batch,) items are scored in the same ``predict`` call, and their scores returned third.
+        """
+        if model is None:
+            raise ConfigurationError(
+                f"neg_sampler={self.name} scores candidates with the model, but the train dataloader has none. "
+                "Fix: train through recbole_hnlm (run_recbole_hnlm.py or quick_start.run), whose Trainer hands "
+                "the model over, or call train_data.get_model(model) before iterating."
+            )
+        users = user_ids.numpy()
+        candidates = torch.from_numpy(self.draw_uniform(users, num * self.candidate_num))
+        block = candidates if also_score is None else torch.cat([candidates, also_score.unsqueeze(0)])
+        scores = score_items(model, self.uid_field, self.iid_field, user_ids, block)
+        shape = (num, self.candidate_num, len(users))
+        extra = None if also_score is None else scores[-1]
+        return candidates.reshape(shape), scores[: len(candidates)].reshape(shape), extra

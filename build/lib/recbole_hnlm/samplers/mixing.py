@@ -1,0 +1,109 @@
+"""What MixGCF and DINS share: a pool of uniform candidates per positive, and a loss on synthesized negatives.
+
+How a mixing sampler hooks into RecBole's training without forking it:
+
+1. The train dataloader fills RecBole's ``NEG_ITEM_ID`` as usual (with a uniform negative, so that the batch
+   stays valid for any code that reads it) and adds the field ``neg_candidates``: ``(rows, candidate_num)``
+   uniform item ids per (positive, negative) row, never a training positive of the row's user.
+2. The trainer passes ``training_loss(model)`` as RecBole's ``Trainer._train_epoch(loss_func=...)``: per batch,
+   one propagation through the model's adapter; per row and layer the hardest candidate (the highest score
+   against the adapter's layer query); one negative synthesized per row from it and the positive
+   (``synthesize``); and the model's own pairwise loss on it, regularisation and auxiliary terms included.
+
+The candidates are scored inside the loss, on the same propagation that the loss differentiates, as the
+reference implementations do, so no extra forward pass is spent on sampling. Scoring holds at most
+O(rows x candidate_num x layers x dim) values (in fact blocks of about a million), never a user x item matrix.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from functools import partial
+from typing import ClassVar
+
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter
+from recbole_hnlm.samplers.base import CandidatePoolSampler
+
+
+def layer_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Scores (rows, M, layers) of ``candidates`` (rows, M, layers, dim) for ``queries`` (rows, layers, dim)."""
+    return (queries.unsqueeze(1) * candidates).sum(dim=-1)
+
+
+def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` through index_select, whose backward (index_add) is faster on CPU than indexing's."""
+    return table.index_select(0, ids.reshape(-1)).unflatten(0, ids.shape)
+
+
+# Candidates are scored this many embedding values at a time: a block that stays in cache, instead of one
+# (rows, M, layers, dim) array allocated, faulted in and freed for every batch.
+_SCORING_BLOCK = 1 << 20
+
+
+def hardest_per_layer(
+    adapter: ModelAdapter, user_e: torch.Tensor, item_layers: torch.Tensor, candidate_ids: torch.Tensor
+) -> torch.Tensor:
+    """Per row and layer, the layer embedding (rows, layers, dim) of the candidate scored highest on that layer.
+
+    Only the picked embeddings keep their gradient: the candidates are scored without autograd, in blocks of
+    rows, so no (rows, M, layers, dim) array and no backward pass through the candidates are kept.
+    """
+    n_items, n_layers, dim = item_layers.shape
+    step = max(1, _SCORING_BLOCK // (candidate_ids.shape[1] * n_layers * dim))
+    with torch.no_grad():
+        queries = adapter.layer_queries(user_e)
+        best = [
+            layer_scores(
+                queries[start : start + step], rows_of(item_layers, candidate_ids[start : start + step])
+            ).argmax(dim=1)
+            for start in range(0, len(candidate_ids), step)
+        ]
+        picked = candidate_ids.gather(1, torch.cat(best))  # (rows, layers) item ids
+    layer_rows = picked * n_layers + torch.arange(n_layers, device=picked.device)
+    return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows)
+
+
+class MixingSampler(CandidatePoolSampler):
+    """A sampler that synthesizes each negative's embedding from ``candidate_num`` uniform candidates.
+
+    Subclasses implement ``synthesize``. The model must have an adapter (``recbole_hnlm.model.adapters``).
+    """
+
+    candidates_field: ClassVar[str] = "neg_candidates"
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """``candidate_num`` must be a positive integer and the model must have an adapter that accepts it."""
+        super().validate_config(config)
+        adapter_class_for(config["model"]).validate_config(config)
+
+    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
+        """Uniform negatives for ``NEG_ITEM_ID`` (the pool's first column); training uses the synthesized ones."""
+        return self.sample_from_pool(user_ids.numpy(), num)
+
+    def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
+        """The candidate pool, ``(num * batch, candidate_num)``, rows in the order of RecBole's repeated batch."""
+        return {self.candidates_field: self.candidate_pool(user_ids.numpy(), num)}
+
+    def training_loss(self, model) -> Callable[[Interaction], torch.Tensor]:
+        """The model's pairwise loss, on negatives synthesized from each row's candidates."""
+        return partial(self.mixing_loss, get_adapter(model))
+
+    def mixing_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
+        """Propagate once, synthesize one negative per row, and return the model's loss on it."""
+        user_layers, item_layers = adapter.propagate()
+        user_e = rows_of(user_layers, interaction[self.uid_field])
+        pos_e = rows_of(item_layers, interaction[self.iid_field])
+        hard_e = hardest_per_layer(adapter, user_e, item_layers, interaction[self.candidates_field])
+        neg_e = self.synthesize(adapter, user_e, pos_e, hard_e)
+        return adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
+
+    @abstractmethod
+    def synthesize(
+        self, adapter: ModelAdapter, user_e: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor
+    ) -> torch.Tensor:
+        """The negative from user, positive and hardest candidate, all per layer (rows, layers, dim)."""

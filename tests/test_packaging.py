@@ -1,0 +1,122 @@
+"""The plugin as a user installs it: a wheel with its defaults, RecBole's zoo, imports that go one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from recbole.utils import get_model as recbole_get_model
+
+import recbole_hnlm
+from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.hnlm import HNLMRec
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "recbole_hnlm"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package modules ``path`` imports, at any depth of the file (TYPE_CHECKING blocks left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {
+        id(sub)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        for sub in ast.walk(node)
+    }
+    own = module_name(path)
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != own:
+                found.add(name)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    files = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: imported_modules(path, set(files)) for name, path in files.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                cycle = trail[trail.index(target) :] + [target] if target in trail else [name, target]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if target not in state:
+                visit(target, [*trail, target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert len(graph) > 40  # the walk saw the whole package
+
+
+def test_recbole_finds_the_plugins_models():
+    assert recbole_get_model("HNLMRec") is HNLMRec
+    assert recbole_get_model("LightGCN").__module__.startswith("recbole.")
+
+
+def test_recbole_own_run_stops_with_the_plugins_entry_point(tmp_path, monkeypatch):
+    from recbole.quick_start import run_recbole
+
+    monkeypatch.chdir(tmp_path)
+    config = {"data_path": str(REPO / "dataset"), "state": "ERROR", "show_progress": False, "epochs": 1}
+    with pytest.raises(ConfigurationError, match="run_recbole_hnlm.py --model=HNLMRec"):
+        run_recbole(model="HNLMRec", dataset="ml-100k", config_dict=config)
+
+
+def test_the_wheel_carries_defaults_and_prompts(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    wheel = next(tmp_path.glob("recbole_hnlm-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {path.relative_to(REPO).as_posix() for path in PACKAGE.rglob("*") if path.suffix in (".yaml", ".txt")}
+    assert shipped and shipped <= names, sorted(shipped - names)
+    assert "recbole_hnlm/properties/overall.yaml" in names and "recbole_hnlm/hnlm/hnlm.yaml" in names
+    assert any(name.endswith("entry_points.txt") for name in names)
+
+
+def test_the_package_reads_no_file_outside_itself():
+    """Defaults and prompts are found relative to the package, so a wheel in site-packages finds them."""
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "parents[1]" not in text and "PROJECT_ROOT" not in text, path
+    assert recbole_hnlm.__version__
