@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset folder under data_path")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files")
     parser.add_argument(
-        "--tune", default=None, help="search this space YAML with Ray Tune, e.g. properties/tune/dns.yaml"
+        "--tune", default=None, help="search this space YAML (or a shipped one by name, e.g. dns) with Ray Tune"
     )
     parser.add_argument("--ray_address", default=None, help="with --tune: a running Ray cluster (default: a local Ray)")
     args, overrides = parser.parse_known_args(argv)

@@ -96,3 +96,21 @@ def test_a_plain_run_does_not_carry_the_llm_settings():
 def test_the_wrapper_needs_its_sampler():
     with pytest.raises(ConfigurationError, match="model=HNLMRec trains on the batches of neg_sampler=hnlm"):
         HNLMConfig("HNLMRec", "ml-100k", config_dict={**QUIET, "neg_sampler": "dns"})
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "name"),
+    [
+        (
+            "recbole_hnlm.llm.__main__",
+            ["profiles", "--dataset=ml-100k", "--llm=template", "--llm_batchsize=3"],
+            "llm_batch_size",
+        ),
+        ("recbole_hnlm.finetune.__main__", ["mine", "--dataset=ml-100k", "--finetune_step=3"], "finetune_steps"),
+        ("recbole_hnlm.tuning.cli", ["--model=BPR", "--tune=dns", "--negsampler=dns"], "neg_sampler"),
+    ],
+)
+def test_every_command_refuses_a_typo(command, argv, name, capsys):
+    module = __import__(command, fromlist=["main"])
+    assert module.main(argv) == 2
+    assert f"did you mean {name}" in capsys.readouterr().err

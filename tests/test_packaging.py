@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import zipfile
@@ -87,31 +88,52 @@ def test_recbole_own_run_stops_with_the_plugins_entry_point(tmp_path, monkeypatc
         run_recbole(model="HNLMRec", dataset="ml-100k", config_dict=config)
 
 
-def test_the_wheel_carries_defaults_and_prompts(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The plugin's wheel, built from this checkout."""
+    folder = tmp_path_factory.mktemp("wheel")
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(folder), REPO],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    wheel = next(tmp_path.glob("recbole_hnlm-*.whl"))
+    return next(folder.glob("recbole_hnlm-*.whl"))
+
+
+def test_the_wheel_carries_defaults_and_prompts(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {path.relative_to(REPO).as_posix() for path in PACKAGE.rglob("*") if path.suffix in (".yaml", ".txt")}
     assert shipped and shipped <= names, sorted(shipped - names)
     assert "recbole_hnlm/properties/overall.yaml" in names and "recbole_hnlm/hnlm/hnlm.yaml" in names
     assert any(name.endswith("entry_points.txt") for name in names)
+
+
+def test_the_installed_wheel_trains_outside_the_checkout(wheel, tmp_path):
+    """One epoch from the wheel installed in a folder of its own, run from an unrelated folder."""
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)]
+    assert subprocess.run(install, capture_output=True, timeout=600).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [
+        sys.executable,
+        "-c",
+        "import sys, recbole_hnlm, recbole_hnlm.__main__ as cli; print('package', recbole_hnlm.__file__); "
+        "sys.exit(cli.main(sys.argv[1:]))",
+        "--model=BPR",
+        "--dataset=ml-100k",
+        f"--data_path={REPO / 'dataset'}",
+        "--epochs=1",
+        "--state=ERROR",
+        f"--results_dir={elsewhere / 'results'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"package {site}" in done.stdout  # the wheel's copy, not the checkout's
+    assert "test recall@20" in done.stdout and list((elsewhere / "results").glob("BPR-uniform-ml-100k-*.json"))
 
 
 def test_the_package_reads_no_file_outside_itself():

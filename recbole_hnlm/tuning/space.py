@@ -19,6 +19,7 @@ import yaml
 from recbole.config import Config
 
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.paths import properties_file
 from recbole_hnlm.samplers import get_sampler_class
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
@@ -101,7 +102,13 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        """Read and check a space file (names are checked later, against a config: ``check_names``)."""
+        """Read and check a space file (names are checked later, against a config: ``check_names``).
+
+        A bare name such as ``dns`` is the space the package ships for that sampler (``properties/tune/dns.yaml``).
+        """
+        shipped = properties_file("tune", f"{path}.yaml")
+        if "/" not in str(path) and not str(path).endswith((".yaml", ".yml")) and shipped.is_file():
+            path = shipped
         values = read_settings_yaml(path, "Search space file")
         if not isinstance(values, dict) or not values:
             raise ConfigurationError(

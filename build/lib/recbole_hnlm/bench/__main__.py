@@ -1,10 +1,11 @@
 """Run a benchmark matrix and write results/<name>/: runs.csv, table.md, plots (see recbole_hnlm.bench).
 
-Example: python -m recbole_hnlm.bench --models=BPR,LightGCN --samplers=uniform,dns --datasets=ml-100k --seeds=3
+Example: python -m recbole_hnlm.bench --models=BPR,LightGCN --samplers=uniform,dns --datasets=ml-100k --n_seeds=3
          python -m recbole_hnlm.bench --config matrix.yaml --epochs=5
---seeds=N runs seeds 2020 .. 2020+N-1 (RecBole's default seed first); --seeds=1,5,9 runs those, --seeds=2022, that
-one. Any other --key=value is a config override for every run, e.g. --epochs=5 --stopping_step=3. A matrix YAML holds
-name, models, samplers, datasets, seeds, config_files and settings (a mapping of config overrides).
+--n_seeds=N runs seeds 2020 .. 2020+N-1 (RecBole's default seed first); --seeds=1,5,9 runs those, --seeds=2022 that
+one. A matrix of more than 300 runs needs --yes. Any other --key=value is a config override for every run,
+e.g. --epochs=5 --stopping_step=3; a name that is no setting is refused. A matrix YAML holds name, models, samplers,
+datasets, seeds or n_seeds, config_files and settings (a mapping of config overrides).
 Rerunning a command skips the runs it finished (matched by config hash and seed) and retries failed ones.
 Runs use one torch thread each (comparable seconds per epoch, no oversubscription); --torch_threads=N changes it.
 --subgroups (or subgroups: true in the YAML) adds test Recall@20 and NDCG@20 of sparse users and long-tail items
@@ -21,7 +22,10 @@ import sys
 
 from recbole_hnlm.bench.matrix import MatrixSpec
 from recbole_hnlm.bench.runner import run_matrix
-from recbole_hnlm.errors import HNLMError
+from recbole_hnlm.errors import ConfigurationError, HNLMError
+
+# A matrix larger than this is far more than a mistyped seed list should start without a word.
+MAX_UNCONFIRMED = 300
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=None, help="comma-separated, e.g. BPR,LightGCN,NGCF")
     parser.add_argument("--samplers", default=None, help="comma-separated, e.g. uniform,dns,ahns")
     parser.add_argument("--datasets", default=None, help="comma-separated, e.g. ml-100k,beauty-dens")
-    parser.add_argument("--seeds", default=None, help="a count (default 1) or a comma-separated list of seeds")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 2020,2021 or 2022")
+    parser.add_argument("--n_seeds", default=None, help="a count of seeds from 2020 (default 1)")
+    parser.add_argument("--yes", action="store_true", help=f"run a matrix of more than {MAX_UNCONFIRMED} runs")
     parser.add_argument("--name", default=None, help="results folder name (default: the YAML's name or 'matrix')")
     parser.add_argument("--out", default=None, help="results folder (default: results/<name>)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files for every run")
@@ -57,12 +63,19 @@ def main(argv: list[str] | None = None) -> int:
             samplers=args.samplers,
             datasets=args.datasets,
             seeds=args.seeds,
+            n_seeds=args.n_seeds,
             name=args.name,
             cmd_args=overrides or None,
             config_files=args.config_files.split() if args.config_files else None,
             subgroups=True if args.subgroups else None,
             reuse=args.reuse,
         )
+        runs = len(spec.cells())
+        if runs > MAX_UNCONFIRMED and not (args.yes or args.report_only):
+            raise ConfigurationError(
+                f"This matrix has {runs} runs ({len(spec.models)} models x {len(spec.samplers)} samplers x "
+                f"{len(spec.datasets)} datasets x {len(spec.seeds)} seeds). Fix: add --yes to run them, or fewer."
+            )
         command = shlex.join(["python", "-m", "recbole_hnlm.bench", *argv])  # for the manifest, which a report leaves
         outcome = run_matrix(spec, args.out, verbose=args.verbose, command=command, report_only=args.report_only)
     except HNLMError as error:

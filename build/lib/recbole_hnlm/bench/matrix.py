@@ -14,7 +14,18 @@ from recbole_hnlm.tuning.space import read_settings_yaml
 FIRST_SEED = 2020
 # Config keys that the matrix sets per cell, and the option that sets them.
 AXIS_OPTIONS = {"model": "--models", "dataset": "--datasets", "neg_sampler": "--samplers", "seed": "--seeds"}
-_YAML_KEYS = ("name", "models", "samplers", "datasets", "seeds", "settings", "config_files", "subgroups", "reuse")
+_YAML_KEYS = (
+    "name",
+    "models",
+    "samplers",
+    "datasets",
+    "seeds",
+    "n_seeds",
+    "settings",
+    "config_files",
+    "subgroups",
+    "reuse",
+)
 
 
 @dataclass(frozen=True)
@@ -44,20 +55,28 @@ def _names(value, key: str, source: str) -> list[str]:
     return names
 
 
-def _seeds(value, source: str) -> list[int]:
-    """Seeds from a count N (FIRST_SEED, FIRST_SEED + 1, ...) or an explicit list ("1,5,9", "2022," or [1, 5, 9])."""
-    if isinstance(value, str):
-        parts = [part.strip() for part in value.split(",") if part.strip()]
-        if not parts or not all(part.lstrip("-").isdigit() for part in parts):
-            raise ConfigurationError(f"{source}: seeds must be a count or integers, e.g. --seeds=3; got {value!r}.")
-        value = [int(part) for part in parts] if "," in value else int(parts[0])
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigurationError(f"{source}: seeds={value} runs nothing. Fix: a count >= 1, e.g. --seeds=3.")
-        return [FIRST_SEED + index for index in range(value)]
-    if isinstance(value, list) and value and all(isinstance(seed, int) for seed in value):
-        return list(dict.fromkeys(value))
-    raise ConfigurationError(f"{source}: seeds must be a count or a list of integers; got {value!r}.")
+def _seeds(seeds, n_seeds, source: str) -> list[int]:
+    """The matrix's seeds: ``seeds`` lists them ("2021", "1,5,9" or [1, 5, 9]); ``n_seeds`` counts them from
+    FIRST_SEED (2020, 2021, ...). One or the other, so that a number never means both."""
+    if seeds is not None and n_seeds is not None:
+        raise ConfigurationError(f"{source}: seeds and n_seeds are both given. Fix: keep one of them.")
+    if seeds is None:
+        count = 1 if n_seeds is None else n_seeds
+        if isinstance(count, str) and count.strip().isdigit():
+            count = int(count)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigurationError(f"{source}: n_seeds={count!r} must be a count >= 1. Fix: e.g. --n_seeds=3.")
+        return [FIRST_SEED + index for index in range(count)]
+    if isinstance(seeds, str):
+        parts = [part.strip() for part in seeds.split(",") if part.strip()]
+        if parts and all(part.lstrip("-").isdigit() for part in parts):
+            return list(dict.fromkeys(int(part) for part in parts))
+    elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return list(dict.fromkeys(seeds))
+    raise ConfigurationError(
+        f"{source}: seeds={seeds!r} must list seeds, e.g. --seeds=2020,2021 (seeds: [2020, 2021] in a YAML). "
+        "Fix: list them, or count them with --n_seeds=3 (n_seeds: 3)."
+    )
 
 
 def _check_no_axis_keys(keys, source: str) -> None:
@@ -110,7 +129,11 @@ class MatrixSpec:
         if yaml_file:
             values = _read_matrix_yaml(yaml_file)
             values.setdefault("name", Path(yaml_file).stem)
-        values.update({key: value for key, value in given.items() if value is not None})
+        given = {key: value for key, value in given.items() if value is not None}
+        if "seeds" in given or "n_seeds" in given:  # the command line's choice of seeds replaces the YAML's
+            values.pop("seeds", None)
+            values.pop("n_seeds", None)
+        values.update(given)
         source = yaml_file or "the command line"
         config_files = values.get("config_files") or []
         config_files = config_files.split() if isinstance(config_files, str) else config_files
@@ -124,7 +147,7 @@ class MatrixSpec:
             models=_names(values["models"], "models", source),
             samplers=_names(values["samplers"], "samplers", source),
             datasets=_names(values["datasets"], "datasets", source),
-            seeds=_seeds(values.get("seeds", 1), source),
+            seeds=_seeds(values.get("seeds"), values.get("n_seeds"), source),
             name=str(values.get("name", "matrix")),
             settings=dict(values.get("settings") or {}),
             cmd_args=list(values.get("cmd_args") or []),

@@ -84,8 +84,7 @@ def run_matrix(
         "show_progress": False,
         "state": "INFO" if verbose else "ERROR",
         # One torch thread unless overridden: the same for every run, so seconds per epoch compare, and spared
-        # the oversubscription that made a BPR epoch on ml-100k 25x slower (11.5 s vs 0.46 s) with 2 threads on a
-        # busy 2-core machine. The thread count is not part of the config hash.
+        # oversubscription of a busy machine (results/sampler_speed). The thread count is not in the config hash.
         "torch_threads": 1,
     }
     threads = torch.get_num_threads()

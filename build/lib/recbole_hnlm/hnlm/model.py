@@ -15,7 +15,7 @@ batch (the ``hnlm`` sampler, ``sampler.py`` beside this module, attaches the fie
 3. The semantic negative, a text-space vector: the LLM's description of a negative (``hnlm_negative_source:
    vector``), or the item profile of a grounded catalogue item (``neighbour``: items nearest the positive in
    profile space; ``generated``: items nearest the LLM's description). Grounded ids are filtered by the current
-   model, since raw semantic neighbours are mostly false negatives (measured on ml-100k): of the row's
+   model, since raw semantic neighbours are mostly false negatives (results/semantic-quality): of the row's
    ``hnlm_semantic_candidates`` ids, the highest-scored one that still scores below the positive; a row where
    every candidate scores above its positive gets no semantic negative.
 4. The negative fed to the backbone's pairwise loss, per layer: ``(1 - w) * sampled + w * projected semantic``
@@ -29,7 +29,7 @@ The projector is a submodule, so its parameters are in the optimiser that RecBol
 ``model.parameters()``. It learns from the alignment term only, with the CF embeddings as a fixed target: the
 ranking loss takes the projected negative as a constant (as DNS takes its picked id), because a projector trained
 through the ranking loss lowers that loss by making its own negatives easy; and CF embeddings pulled towards the
-text space lose most of their accuracy (measured on ml-100k). The semantic negative reaches the CF embeddings
+text space lose most of their accuracy (results/semantic-quality). The semantic negative reaches the CF embeddings
 through the ranking loss, where it pushes the user away from it.
 ``predict`` and ``full_sort_predict`` are the backbone's; epochs are selected on validation by RecBole's Trainer.
 """
@@ -196,8 +196,8 @@ class HNLMRec(GeneralRecommender):
     def alignment_loss(self, item_scoring: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE between projected profiles and pooled CF embeddings of the batch's distinct positives.
 
-        The CF embeddings are the target and get no gradient from it: pulled towards the text space, LightGCN on
-        ml-100k fell from 0.18 to 0.07 validation Recall@20 after one epoch.
+        The CF embeddings are the target and get no gradient from it: pulled towards the text space they lose most of
+        their accuracy (results/semantic-quality).
         """
         items = torch.unique(positives)
         if len(items) > ALIGNMENT_ITEMS:
