@@ -31,6 +31,7 @@ import torch
 
 from recbole_hnlm.data.preparation import load_dataset
 from recbole_hnlm.quick_start import load_data_and_model
+from recbole_hnlm.samplers.base import scoring_mode
 
 HEAD_SHARE = 0.2
 SPARSE_SHARE = 0.25
@@ -79,37 +80,32 @@ def per_user_metrics(model, test_data, long_tail: np.ndarray, k: int = 20) -> di
     depth = max(k, *config["topk"])
     tail = torch.from_numpy(long_tail)
     columns: dict[str, list] = {name: [] for name in ("user", "recall", "ndcg", "tail_recall", "tail_ndcg")}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for interaction, history_index, positive_u, positive_i in test_data:
-                # RecBole's Trainer._full_sort_batch_eval and Collector.eval_batch_collect, on one batch of users.
-                scores = model.full_sort_predict(interaction.to(config["device"])).view(-1, test_data._dataset.item_num)
-                scores = scores.cpu()
-                scores[:, 0] = -np.inf
-                if history_index is not None:
-                    scores[history_index] = -np.inf
-                _, top = torch.topk(scores, depth, dim=-1)
-                positives = torch.zeros_like(scores, dtype=torch.bool)
-                positives[positive_u, positive_i] = True
-                hits = torch.gather(positives, 1, top)[:, :k]
-                relevant = positives.sum(dim=1)
-                tail_hits = hits & tail[top[:, :k]]
-                tail_relevant = (positives & tail).sum(dim=1)
-                dcg, ideal = _dcg_and_ideal(hits, relevant, k)
-                tail_dcg, tail_ideal = _dcg_and_ideal(tail_hits, tail_relevant, k)
-                has_tail = tail_relevant > 0
-                nan = torch.full_like(dcg, float("nan"))
-                columns["user"].append(interaction[test_data._dataset.uid_field].cpu().numpy())
-                columns["recall"].append((hits.sum(dim=1) / relevant).numpy())
-                columns["ndcg"].append((dcg / ideal).numpy())
-                columns["tail_recall"].append(
-                    torch.where(has_tail, tail_hits.sum(dim=1) / tail_relevant.clamp(min=1), nan).numpy()
-                )
-                columns["tail_ndcg"].append(torch.where(has_tail, tail_dcg / tail_ideal, nan).numpy())
-    finally:
-        model.train(was_training)
+    with scoring_mode(model):
+        for interaction, history_index, positive_u, positive_i in test_data:
+            # RecBole's Trainer._full_sort_batch_eval and Collector.eval_batch_collect, on one batch of users.
+            scores = model.full_sort_predict(interaction.to(config["device"])).view(-1, test_data._dataset.item_num)
+            scores = scores.cpu()
+            scores[:, 0] = -np.inf
+            if history_index is not None:
+                scores[history_index] = -np.inf
+            _, top = torch.topk(scores, depth, dim=-1)
+            positives = torch.zeros_like(scores, dtype=torch.bool)
+            positives[positive_u, positive_i] = True
+            hits = torch.gather(positives, 1, top)[:, :k]
+            relevant = positives.sum(dim=1)
+            tail_hits = hits & tail[top[:, :k]]
+            tail_relevant = (positives & tail).sum(dim=1)
+            dcg, ideal = _dcg_and_ideal(hits, relevant, k)
+            tail_dcg, tail_ideal = _dcg_and_ideal(tail_hits, tail_relevant, k)
+            has_tail = tail_relevant > 0
+            nan = torch.full_like(dcg, float("nan"))
+            columns["user"].append(interaction[test_data._dataset.uid_field].cpu().numpy())
+            columns["recall"].append((hits.sum(dim=1) / relevant).numpy())
+            columns["ndcg"].append((dcg / ideal).numpy())
+            columns["tail_recall"].append(
+                torch.where(has_tail, tail_hits.sum(dim=1) / tail_relevant.clamp(min=1), nan).numpy()
+            )
+            columns["tail_ndcg"].append(torch.where(has_tail, tail_dcg / tail_ideal, nan).numpy())
     return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 

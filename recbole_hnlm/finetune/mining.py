@@ -40,6 +40,7 @@ from recbole_hnlm.llm.negatives import held_out_pair_keys
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, item_store, user_store
 from recbole_hnlm.llm.settings import LLMSettings
 from recbole_hnlm.model.adapters import get_adapter
+from recbole_hnlm.samplers.base import scoring_mode
 
 DATASET_FILE = "dataset.jsonl"
 FILTERS = ("score_quantile", "cf_similarity", "semantic_similarity")
@@ -61,14 +62,9 @@ class MinedPairs:
 def cf_scoring(model) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled user and item embeddings of a trained CF model (their inner product is its score)."""
     adapter = get_adapter(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            user_layers, item_layers = adapter.propagate()
-            return adapter.pool(user_layers).float().cpu(), adapter.pool(item_layers).float().cpu()
-    finally:
-        model.train(was_training)
+    with scoring_mode(model):
+        user_layers, item_layers = adapter.propagate()
+        return adapter.pool(user_layers).float().cpu(), adapter.pool(item_layers).float().cpu()
 
 
 def similar_to_positives(vectors: torch.Tensor, candidates: np.ndarray, positives: np.ndarray) -> np.ndarray:
