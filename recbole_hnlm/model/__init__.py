@@ -1,6 +1,7 @@
 """The plugin's model zoo and the model lookup: the plugin's own models first, then RecBole's.
 
-The zoo holds ``HNLMRec`` (``hnlmrec.py``), which wraps a backbone looked up with ``get_model``.
+The zoo holds ``HNLMRec`` (``hnlmrec.py``) and ``RLMRec`` (``rlmrec.py``), which wrap a backbone looked up with
+``get_model``, and ``AlphaRec`` (``alpharec.py``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def check_model_supported(model_class: type) -> None:
         )
 
 
-# Below get_model, which HNLMRec imports to look up its backbone.
+# Below get_model, which HNLMRec and RLMRec import to look up their backbone.
+from recbole_hnlm.model.alpharec import AlphaRec  # noqa: E402
 from recbole_hnlm.model.hnlmrec import HNLMRec  # noqa: E402
+from recbole_hnlm.model.rlmrec import RLMRec  # noqa: E402
 
-register_model(HNLMRec)
+for _model in (HNLMRec, RLMRec, AlphaRec):
+    register_model(_model)
