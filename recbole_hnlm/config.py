@@ -23,7 +23,7 @@ from recbole.config import Config
 
 from recbole_hnlm import compat
 from recbole_hnlm.errors import ConfigurationError, DatasetNotFoundError
-from recbole_hnlm.model import check_model_supported, get_model
+from recbole_hnlm.model import MODEL_ZOO, check_model_supported, get_model
 from recbole_hnlm.samplers import get_sampler_class
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,10 @@ class HNLMConfig(Config):
         if self._backbone:
             model_name = HNLM_MODEL
             user = {**user, "model": HNLM_MODEL, "backbone": self._backbone}
+        elif getattr(MODEL_ZOO.get(model_name), "wraps_backbone", False):  # e.g. RLMRec
+            self._backbone = user.get("backbone") or MODEL_ZOO[model_name].default_backbone
+            user = {**user, "backbone": self._backbone}
+        self._wrapper = model_name if self._backbone else None
         defaults = self._plugin_defaults(model_name, dataset, user)
         self.external_config_dict = {**defaults, **user}
 
@@ -170,7 +174,7 @@ class HNLMConfig(Config):
     def _get_model_and_dataset(self, model, dataset):
         if self._backbone:
             check_model_supported(get_model(self._backbone))
-            model = HNLM_MODEL
+            model = self._wrapper
         if model is None:
             model = self.external_config_dict.get("model")
         if model is None:
