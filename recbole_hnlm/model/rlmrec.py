@@ -118,6 +118,8 @@ class RLMRec(GeneralRecommender):
         negatives = interaction[self.NEG_ITEM_ID]
         user_e, pos_e, neg_e = user_layers[users], item_layers[positives], item_layers[negatives]
         loss = self.adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
+        if self.kd_weight == 0:
+            return loss
         pooled = [self.adapter.pool(layers) for layers in (user_e, pos_e, neg_e)]
         return loss + self.kd_weight * self.contrastive_loss(users, positives, negatives, *pooled)
 
@@ -187,6 +189,8 @@ class RLMRecAdapter(ModelAdapter):
         """The backbone's loss on the given negative, plus the contrastive terms of users and positives."""
         model = self.model
         loss = self.backbone_adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
+        if model.kd_weight == 0:
+            return loss
         users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
         extra = model.contrastive_loss(users, positives, None, self.pool(user_e), self.pool(pos_e), None)
         return loss + model.kd_weight * extra
