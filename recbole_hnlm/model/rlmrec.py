@@ -40,21 +40,18 @@ from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_ada
 from recbole_hnlm.model.text_profiles import TextMLP, load_profile_vectors
 
 
-def distinct_info_nce(cf: torch.Tensor, text: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE over the distinct ``ids``: each row's CF vector against the text vectors of all distinct rows."""
-    distinct, first = _first_rows(ids)
-    cf = F.normalize(cf[first], dim=-1)
-    text = F.normalize(text[first], dim=-1)
-    logits = cf @ text.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(distinct), device=logits.device))
+def info_nce(cf: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean InfoNCE of row i's CF vector against every row's text vector, row i's being its positive (cosines)."""
+    logits = F.normalize(cf, dim=-1) @ F.normalize(text, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
-def _first_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct values of ``ids`` and, for each, the index of a row holding it."""
+def first_rows(ids: torch.Tensor) -> torch.Tensor:
+    """For each distinct value of ``ids``, the index of the first row holding it."""
     distinct, inverse = torch.unique(ids, return_inverse=True)
     rows = torch.arange(len(ids), device=ids.device)
     first = torch.full((len(distinct),), len(ids), dtype=rows.dtype, device=ids.device)
-    return distinct, first.scatter_reduce(0, inverse, rows, reduce="amin")
+    return first.scatter_reduce(0, inverse, rows, reduce="amin")
 
 
 class RLMRec(GeneralRecommender):
@@ -136,9 +133,11 @@ class RLMRec(GeneralRecommender):
         views = [(users, user_cf, self.user_profile_vectors), (positives, pos_cf, self.item_profile_vectors)]
         if negatives is not None:
             views.append((negatives, neg_cf, self.item_profile_vectors))
-        return sum(
-            distinct_info_nce(cf, self.text_mlp(profiles[ids]), ids, self.kd_temperature) for ids, cf, profiles in views
-        )
+        loss = 0.0
+        for ids, cf, profiles in views:
+            rows = first_rows(ids)  # one row per distinct id: an id is never its own negative
+            loss = loss + info_nce(cf[rows], self.text_mlp(profiles[ids[rows]]), self.kd_temperature)
+        return loss
 
     def predict(self, interaction) -> torch.Tensor:
         """The backbone's scores."""

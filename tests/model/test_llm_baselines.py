@@ -17,7 +17,7 @@ from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.model import MODEL_ZOO, get_model, supported_models
 from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.model.alpharec import AlphaRec
-from recbole_hnlm.model.rlmrec import RLMRec
+from recbole_hnlm.model.rlmrec import RLMRec, first_rows
 from recbole_hnlm.quick_start import load_data_and_model, run
 
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -121,6 +121,24 @@ def test_rlmrec_without_its_term_is_the_backbone_and_with_it_reaches_the_mlp(set
         parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in model.text_mlp.parameters()
     )
     assert model.backbone.user_embedding.weight.grad.abs().sum() > 0
+
+
+def test_rlmrec_contrasts_distinct_ids_so_repeated_rows_change_nothing(settings, split):
+    assert first_rows(torch.tensor([5, 3, 5, 7, 3])).tolist() == [1, 0, 3]  # rows of 3, 5, 7
+    model = build("RLMRec", settings, split[1])
+    batch = first_batch(split[1])
+    users, positives, negatives = (batch[field][:300] for field in (model.USER_ID, model.ITEM_ID, model.NEG_ITEM_ID))
+    user_layers, item_layers = model.adapter.propagate()
+
+    def term(repeat: int) -> torch.Tensor:
+        ids = [each.repeat(repeat) for each in (users, positives, negatives)]
+        pooled = [
+            model.adapter.pool(layers[each])
+            for layers, each in zip((user_layers, item_layers, item_layers), ids, strict=True)
+        ]
+        return model.contrastive_loss(*ids, *pooled)
+
+    torch.testing.assert_close(term(2), term(1))
 
 
 def test_rlmrec_takes_its_backbones_defaults(settings):
