@@ -77,6 +77,7 @@ class AlphaRec(GeneralRecommender):
                 "Fix: e.g. --alpharec_temperature=0.15 --alpharec_shared_negatives=256."
             )
         profiles = load_profile_vectors(config, dataset)
+        self.text_profiles = profiles.describe()  # for the run's records
         # Not saved in checkpoints: the vectors belong to the LLM cache, which a reload opens (and checks) again.
         self.register_buffer("item_text_vectors", profiles.item_vectors.to(self.device), persistent=False)
         user_text = mean_item_vectors(dataset, profiles.item_vectors)

@@ -70,6 +70,7 @@ class RLMRec(GeneralRecommender):
         self.backbone = backbone_class(config, dataset).to(self.device)
         self.adapter = get_adapter(self.backbone)
         profiles = load_profile_vectors(config, dataset)
+        self.text_profiles = profiles.describe()  # for the run's records
         # Not saved in checkpoints: the vectors belong to the LLM cache, which a reload opens (and checks) again.
         self.register_buffer("user_profile_vectors", profiles.user_vectors.to(self.device), persistent=False)
         self.register_buffer("item_profile_vectors", profiles.item_vectors.to(self.device), persistent=False)

@@ -29,11 +29,22 @@ class ProfileVectors:
     user_vectors: torch.Tensor
     item_vectors: torch.Tensor
     folder: Path
+    manifest: dict
 
     @property
     def dim(self) -> int:
         """Size of the text vectors."""
         return int(self.item_vectors.shape[1])
+
+    def describe(self) -> dict:
+        """Which profiles and embeddings these are, in the terms the hnlm sampler records them."""
+        generator = self.manifest.get("generator", {})
+        return {
+            "llm": generator.get("backend"),
+            "llm_model": generator.get("model"),
+            "embedding_model": self.manifest.get("embedding", {}).get("model"),
+            "cache": str(self.folder),
+        }
 
 
 def load_profile_vectors(config, train_dataset) -> ProfileVectors:
@@ -49,27 +60,31 @@ def load_profile_vectors(config, train_dataset) -> ProfileVectors:
 
     if encoder_mode(config) != "none":
         cache = load_semantic_cache(config, train_dataset, build=False)
-        return _as_tensors(cache.user_profile_vectors, cache.item_profile_vectors, cache.folder.path)
-    settings = LLMSettings.from_config(config)
-    split_sha = split_sha256_of(train_dataset)
-    folder = CacheFolder(cache_folder_path(settings, config["dataset"], generator_identity(settings), split_sha))
-    if not folder.read_manifest().get("stages", {}).get("profiles_complete"):
-        started = time.perf_counter()
-        # Profiles never read the held-out splits; the negatives stage, which does, is not built here.
-        build_semantic_cache(config, train_dataset, [], stages=("profiles",))
-        logger.info(f"profile vectors built in {time.perf_counter() - started:.1f}s: {folder.path}")
-    manifest = folder.read_manifest()
-    differences = input_differences(manifest, config["dataset"], train_dataset, split_sha)
-    if differences:
-        raise CacheMismatchError(mismatch_message(folder.path, differences))
-    folder.check_embedding(manifest, embedding_model_name(settings))
-    return _as_tensors(open_array(folder.path / USER_VECTORS), open_array(folder.path / ITEM_VECTORS), folder.path)
-
-
-def _as_tensors(user_vectors: np.ndarray, item_vectors: np.ndarray, folder: Path) -> ProfileVectors:
-    users = torch.from_numpy(np.array(user_vectors, dtype=np.float32))
-    items = torch.from_numpy(np.array(item_vectors, dtype=np.float32))
-    return ProfileVectors(users, items, Path(folder))
+        users, items = cache.user_profile_vectors, cache.item_profile_vectors
+        folder, manifest = cache.folder, cache.manifest
+    else:
+        settings = LLMSettings.from_config(config)
+        split_sha = split_sha256_of(train_dataset)
+        folder = CacheFolder(cache_folder_path(settings, config["dataset"], generator_identity(settings), split_sha))
+        if not folder.read_manifest().get("stages", {}).get("profiles_complete"):
+            started = time.perf_counter()
+            # Profiles never read the held-out splits; the negatives stage, which does, is not built here.
+            build_semantic_cache(config, train_dataset, [], stages=("profiles",))
+            logger.info(f"profile vectors built in {time.perf_counter() - started:.1f}s: {folder.path}")
+        manifest = folder.read_manifest()
+        differences = input_differences(manifest, config["dataset"], train_dataset, split_sha)
+        if differences:
+            raise CacheMismatchError(mismatch_message(folder.path, differences))
+        folder.check_embedding(manifest, embedding_model_name(settings))
+        users, items = open_array(folder.path / USER_VECTORS), open_array(folder.path / ITEM_VECTORS)
+    profiles = ProfileVectors(
+        torch.from_numpy(np.array(users, dtype=np.float32)),
+        torch.from_numpy(np.array(items, dtype=np.float32)),
+        folder.path,
+        manifest,
+    )
+    logger.info(f"text profiles: {profiles.describe()}")
+    return profiles
 
 
 class TextMLP(torch.nn.Module):

@@ -18,7 +18,8 @@ from recbole_hnlm.model import MODEL_ZOO, get_model, supported_models
 from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.model.alpharec import AlphaRec
 from recbole_hnlm.model.rlmrec import RLMRec, first_rows
-from recbole_hnlm.quick_start import load_data_and_model, run
+from recbole_hnlm.quick_start import load_data_and_model, prepare_run_data, run
+from recbole_hnlm.trainer import create_trainer
 
 QUIET = {"state": "ERROR", "show_progress": False}
 SLICE = "ml-100k-llmcf"
@@ -26,9 +27,9 @@ SLICE = "ml-100k-llmcf"
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> dict:
-    """Data and LLM cache of the module: 60 real users of ml-100k over items 1-150, template profiles (built once)."""
+    """Data and LLM cache of the module: 50 real users of ml-100k over items 1-120, template profiles (built once)."""
     root = tmp_path_factory.mktemp("llmcf-data")
-    write_ml100k_slice(root, SLICE, max_item=150, history=(8, 40), n_users=60)
+    write_ml100k_slice(root, SLICE, max_item=120, history=(8, 40), n_users=50)
     return {**QUIET, "data_path": str(root), "llm_cache_dir": str(tmp_path_factory.mktemp("llmcf-cache"))}
 
 
@@ -65,6 +66,23 @@ def test_alpharec_has_no_id_embedding_table(settings, split):
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert trainable and all(name.startswith("text_mlp.") for name in trainable)
     assert model.state_dict().keys() == {f"{name}" for name in trainable}  # text vectors come from the cache
+
+
+@pytest.mark.parametrize("model", ["AlphaRec", "RLMRec"])
+def test_both_read_the_profile_vectors_of_the_hnlm_samplers_cache(model, settings, split):
+    config = HNLMConfig("LightGCN", SLICE, config_dict={**settings, "neg_sampler": "hnlm"})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = prepare_run_data(config, load_dataset(config))  # builds the negatives stage too
+    cache = train_data.negative_sampler.cache
+    recommender = build(model, settings, split[1])
+    assert recommender.text_profiles == {
+        "llm": "template",
+        "llm_model": "rules-v1",
+        "embedding_model": "all-MiniLM-L6-v2",
+        "cache": str(cache.folder.path),
+    }
+    items = recommender.item_text_vectors if model == "AlphaRec" else recommender.item_profile_vectors
+    assert torch.equal(items, torch.from_numpy(cache.item_profile_vectors.copy()))
 
 
 def test_alpharec_user_text_is_the_mean_of_their_training_items(settings, split):
@@ -175,17 +193,21 @@ def test_adapter_loss_on_a_given_negative_matches_the_models_own(model, settings
 
 @pytest.mark.parametrize("sampler", ["uniform", "popularity", "dns", "dns_mn", "ahns", "mixgcf", "dins"])
 @pytest.mark.parametrize("model", ["AlphaRec", "RLMRec"])
-def test_one_epoch_trains_and_reloads(model, sampler, settings, tmp_path, monkeypatch):
+def test_one_epoch_trains_with_every_id_and_mixing_sampler(model, sampler, settings, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # RecBole's logger writes log/ under the working directory
-    saved = {"checkpoint_dir": str(tmp_path / "saved"), "results_dir": str(tmp_path / "results")}
-    result = run(model, SLICE, config_dict={**settings, **saved, "neg_sampler": sampler, "epochs": 1})
+    config_dict = {**settings, "results_dir": None, "neg_sampler": sampler, "epochs": 1}
+    result = run(model, SLICE, config_dict=config_dict, saved=False)
     assert result["model"] == model and result["neg_sampler"] == sampler
     assert len(result["train_loss"]) == 1 and math.isfinite(result["train_loss"][0])
     assert result["test_result"]["recall@20"] > 0
+
+
+@pytest.mark.parametrize("model", ["AlphaRec", "RLMRec"])
+def test_a_saved_run_reloads_to_the_same_test_result(model, settings, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = {"checkpoint_dir": str(tmp_path / "saved"), "results_dir": str(tmp_path / "results")}
+    result = run(model, SLICE, config_dict={**settings, **saved, "neg_sampler": "dns", "epochs": 2})
     config, reloaded, _, _, _, test_data = load_data_and_model(result["checkpoint"])
-    assert config["model"] == model
-    users = Interaction({config["USER_ID_FIELD"]: torch.arange(1, 6)})
-    with torch.no_grad():
-        reloaded.eval()
-        scores = reloaded.full_sort_predict(users)
-    assert scores.shape == (5 * reloaded.n_items,) and torch.isfinite(scores).all()
+    assert type(reloaded).__name__ == model
+    again = create_trainer(config, reloaded).evaluate(test_data, load_best_model=False)
+    assert dict(again) == result["test_result"]
