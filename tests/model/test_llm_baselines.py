@@ -109,6 +109,24 @@ def test_alpharec_loss_is_the_cosine_infonce_and_reaches_the_mlp(settings, split
     assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in model.parameters())
 
 
+def test_alpharec_contrasts_each_positive_with_all_its_sample_num_negatives(settings):
+    config = HNLMConfig("AlphaRec", SLICE, config_dict={**settings, "sample_num": 3, "alpharec_shared_negatives": 0})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = prepare_data(config, load_dataset(config))
+    model = get_model("AlphaRec")(config, train_data._dataset)
+    batch = first_batch(train_data)
+    users, items = model.forward()
+    rows = len(batch) // 3
+    expected = []
+    for row in range(rows):
+        copies = [row + k * rows for k in range(3)]  # RecBole's repeated batch: one copy of the positive per negative
+        assert len({int(batch[model.ITEM_ID][copy]) for copy in copies}) == 1
+        candidates = [int(batch[model.ITEM_ID][row])] + [int(batch[model.NEG_ITEM_ID][copy]) for copy in copies]
+        logits = items[candidates] @ users[batch[model.USER_ID][row]] / model.temperature
+        expected.append(torch.logsumexp(logits, dim=0) - logits[0])
+    torch.testing.assert_close(model.calculate_loss(batch), torch.stack(expected).mean())
+
+
 def test_alpharec_shared_negatives_add_terms_but_never_the_users_positives(settings, split):
     own_only = build("AlphaRec", settings, split[1], alpharec_shared_negatives=0)
     shared = build("AlphaRec", settings, split[1], alpharec_shared_negatives=64)
