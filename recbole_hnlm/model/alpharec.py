@@ -31,6 +31,7 @@ from recbole.utils import InputType
 
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.model.adapters import ModelAdapter, linear_propagation, register_adapter
+from recbole_hnlm.model.hnlmrec import rows_of
 from recbole_hnlm.model.text_profiles import TextMLP, load_profile_vectors
 
 
@@ -113,13 +114,14 @@ class AlphaRec(GeneralRecommender):
         users = interaction[self.USER_ID][:batch]
         positives = interaction[self.ITEM_ID][:batch]
         negatives = interaction[self.NEG_ITEM_ID].reshape(self.sample_num, batch).T
-        user_e = users_all[users]
-        positive_logits = (user_e * items_all[positives]).sum(dim=-1, keepdim=True)
-        own_logits = torch.bmm(items_all[negatives], user_e.unsqueeze(-1)).squeeze(-1)
+        # rows_of, not indexing: index_select's backward is deterministic on CPU, indexing's (index_put) is not.
+        user_e = rows_of(users_all, users)
+        positive_logits = (user_e * rows_of(items_all, positives)).sum(dim=-1, keepdim=True)
+        own_logits = torch.bmm(rows_of(items_all, negatives), user_e.unsqueeze(-1)).squeeze(-1)
         logits = [positive_logits, own_logits]
         if self.shared_negatives:
             shared = self.draw_shared(interaction[self.NEG_ITEM_ID])
-            shared_logits = user_e @ items_all[shared].T
+            shared_logits = user_e @ rows_of(items_all, shared).T
             logits.append(shared_logits.masked_fill(self.is_training_pair(users, shared), -torch.inf))
         logits = torch.cat(logits, dim=1) / self.temperature
         return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()

@@ -37,6 +37,7 @@ from recbole.utils import InputType
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.model import get_model
 from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter, register_adapter
+from recbole_hnlm.model.hnlmrec import rows_of
 from recbole_hnlm.model.text_profiles import TextMLP, load_profile_vectors
 
 
@@ -114,7 +115,9 @@ class RLMRec(GeneralRecommender):
         user_layers, item_layers = self.adapter.propagate()
         users, positives = interaction[self.USER_ID], interaction[self.ITEM_ID]
         negatives = interaction[self.NEG_ITEM_ID]
-        user_e, pos_e, neg_e = user_layers[users], item_layers[positives], item_layers[negatives]
+        # rows_of, not indexing: index_select's backward is deterministic on CPU, indexing's (index_put) is not.
+        user_e = rows_of(user_layers, users)
+        pos_e, neg_e = rows_of(item_layers, positives), rows_of(item_layers, negatives)
         loss = self.adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
         if self.kd_weight == 0:
             return loss
@@ -137,7 +140,8 @@ class RLMRec(GeneralRecommender):
         loss = 0.0
         for ids, cf, profiles in views:
             rows = first_rows(ids)  # one row per distinct id: an id is never its own negative
-            loss = loss + info_nce(cf[rows], self.text_mlp(profiles[ids[rows]]), self.kd_temperature)
+            text = self.text_mlp(profiles[ids[rows]])
+            loss = loss + info_nce(rows_of(cf, rows), text, self.kd_temperature)
         return loss
 
     def predict(self, interaction) -> torch.Tensor:
