@@ -24,7 +24,7 @@ setup(
     # Defaults, method settings and prompts are read relative to the package, so the wheel carries them.
     package_data={
         "recbole_hnlm": ["properties/*.yaml", "properties/*/*.yaml", "properties/*/*/*.yaml"],
-        "recbole_hnlm.hnlm": ["*.yaml"],
+        "": ["*.yaml"],  # a method folder's own defaults (recbole_hnlm/hnlm, recbole_hnlm/llm_cf)
         "recbole_hnlm.llm": ["prompts/*.txt"],
     },
     entry_points={"console_scripts": ["recbole-hnlm = recbole_hnlm.__main__:main"]},

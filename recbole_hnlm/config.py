@@ -212,6 +212,12 @@ class HNLMConfig(Config):
         sampler = user.get("neg_sampler", model_defaults.get("neg_sampler", overall.get("neg_sampler")))
         sampler_class = get_sampler_class(sampler)
         if sampler_class.wrapper_model and model_name and model_name != sampler_class.wrapper_model:
+            if wraps_backbone(get_model(model_name)):
+                raise ConfigurationError(
+                    f"--neg_sampler={sampler} trains {sampler_class.wrapper_model} around --model, but {model_name} "
+                    f"wraps a backbone itself. Fix: another sampler for {model_name}, or --model=<backbone> "
+                    f"--neg_sampler={sampler}."
+                )
             backbone = user.get("backbone", model_name)
             if backbone != model_name:
                 raise ConfigurationError(
@@ -252,7 +258,9 @@ class HNLMConfig(Config):
                 f"model={name} trains on the batches of neg_sampler={required}, not neg_sampler={sampler}. Fix: drop "
                 f"--neg_sampler (or pass --model=<backbone> --neg_sampler={required})."
             )
-        backbone = user.get("backbone") or model_defaults.get("backbone")
+        backbone = (
+            user.get("backbone") or model_defaults.get("backbone") or getattr(model_class, "default_backbone", None)
+        )
         if not isinstance(backbone, str) or not backbone or wraps_backbone(get_model(backbone)):
             raise ConfigurationError(
                 f"backbone={backbone!r} is invalid: {name} needs a model to wrap. Fix: e.g. --backbone=LightGCN."

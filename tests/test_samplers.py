@@ -165,7 +165,7 @@ def test_ahns_with_cosines_picks_the_cosine_closest_to_its_target(ml100k, bpr_mo
 
 
 def test_ahns_cosines_need_a_model_adapter():
-    with pytest.raises(UnsupportedModelError, match="Models with one: BPR"):
+    with pytest.raises(UnsupportedModelError, match="Models with one: AlphaRec, BPR"):
         HNLMConfig("SimpleX", "ml-100k", config_dict={**QUIET, "neg_sampler": "ahns", "ahns_similarity": "cos"})
 
 

@@ -36,7 +36,7 @@ from recbole_hnlm.finetune.settings import FinetuneSettings, encoder_mode
 from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.llm.cache import CACHE_FORMAT, CacheFolder, fill_array_in_chunks, mismatch_message, open_array
 from recbole_hnlm.llm.catalogue import Catalogue
-from recbole_hnlm.llm.loader import SemanticCache, input_differences
+from recbole_hnlm.llm.loader import SemanticCache, input_differences, load_semantic_cache
 from recbole_hnlm.llm.negatives import (
     false_hard_negative_rates,
     grounded_ids,
@@ -205,3 +205,14 @@ def open_encoded_cache(config, train_dataset, expected_dim: int | None = None):
     if differences:
         raise CacheMismatchError(mismatch_message(Path(path), differences))
     return SemanticCache(path)
+
+
+def open_text_vectors(
+    config, train_dataset, held_out_datasets: list | None = None, build: bool = True, expected_dim: int | None = None
+) -> SemanticCache:
+    """``hnlm_encoder: none`` opens (building when ``build`` and missing) the LLM cache of this training split;
+    ``untuned|finetuned`` opens the chain's encoded folder (``python -m recbole_hnlm.finetune chain``), never built
+    here. Both are refused, naming the difference, when made from other inputs."""
+    if encoder_mode(config) != "none":
+        return open_encoded_cache(config, train_dataset, expected_dim)
+    return load_semantic_cache(config, train_dataset, held_out_datasets, build=build, expected_dim=expected_dim)

@@ -45,9 +45,9 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_hnlm.errors import ConfigurationError
-from recbole_hnlm.hnlm.vectors import open_text_vectors
+from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.model import get_model
-from recbole_hnlm.model.adapters import get_adapter
+from recbole_hnlm.model.adapters import get_adapter, rows_of
 from recbole_hnlm.samplers.base import scoring_mode
 
 # Batch fields that the hnlm sampler attaches beside NEG_ITEM_ID, one row per (positive, negative) pair.
@@ -87,11 +87,6 @@ def spread_over_layers(pooled: torch.Tensor, n_layers: int, pooling: str) -> tor
         return pooled.unflatten(-1, (n_layers, -1))
     layers = pooled.unsqueeze(-2).expand(*pooled.shape[:-1], n_layers, pooled.shape[-1])
     return layers / n_layers if pooling == "sum" else layers
-
-
-def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``table[ids]`` through index_select, whose backward (index_add) is faster on CPU than indexing's."""
-    return table.index_select(0, ids.reshape(-1)).unflatten(0, ids.shape)
 
 
 def scores_of(user_scoring: torch.Tensor, item_scoring: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

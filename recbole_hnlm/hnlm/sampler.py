@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.finetune.settings import encoder_mode
 from recbole_hnlm.hnlm.model import (
     CANDIDATES_FIELD,
@@ -37,7 +38,6 @@ from recbole_hnlm.hnlm.model import (
     SEMANTIC_IDS_FIELD,
     SEMANTIC_VECTORS_FIELD,
 )
-from recbole_hnlm.hnlm.vectors import open_text_vectors
 from recbole_hnlm.llm.loader import SemanticCache
 from recbole_hnlm.llm.settings import LLMSettings, backend_kind
 from recbole_hnlm.model.adapters import adapter_class_for

@@ -262,3 +262,8 @@ class NGCFAdapter(ModelAdapter):
         """reg_weight * EmbLoss of the concatenated embeddings."""
         model = self.model
         return model.reg_weight * model.reg_loss(self.pool(user_e), self.pool(pos_e), self.pool(neg_e))
+
+
+def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` through index_select, whose backward (index_add) is faster on CPU than indexing's."""
+    return table.index_select(0, ids.reshape(-1)).unflatten(0, ids.shape)

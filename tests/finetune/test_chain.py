@@ -11,10 +11,10 @@ from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import CacheMismatchError, ConfigurationError
 from recbole_hnlm.finetune.__main__ import main, parse_settings
 from recbole_hnlm.finetune.chain import ChainRun, train_recommender
+from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.finetune.encoder import query_text
 from recbole_hnlm.finetune.mining import profile_texts
 from recbole_hnlm.finetune.train import checkpoint_folder
-from recbole_hnlm.hnlm.vectors import open_text_vectors
 from recbole_hnlm.llm.loader import SemanticCache
 
 

@@ -105,8 +105,8 @@ def test_layer_queries_split_the_score_over_layers(name, ml100k_train):
 def test_model_without_adapter_is_refused_with_the_models_that_have_one():
     with pytest.raises(UnsupportedModelError, match="SpectralCF") as error:
         adapter_class_for("SpectralCF")
-    assert "BPR, LightGCN, NGCF, SGL" in str(error.value)
-    with pytest.raises(UnsupportedModelError, match="BPR, LightGCN, NGCF, SGL"):
+    assert "AlphaRec, BPR, LightGCN, NGCF, RLMRec, SGL" in str(error.value)
+    with pytest.raises(UnsupportedModelError, match="AlphaRec, BPR, LightGCN, NGCF, RLMRec, SGL"):
         HNLMConfig("SpectralCF", "ml-100k", config_dict={**QUIET, "neg_sampler": "mixgcf"})
 
 
