@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Callable
 from logging import getLogger
 from pathlib import Path
@@ -17,6 +15,7 @@ from recbole.utils import init_logger, init_seed
 from recbole_hnlm.compat import load_recbole_checkpoint
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data, prepare_refit_data
+from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.model import get_model
 from recbole_hnlm.samplers import SemanticNegativeSampler
 from recbole_hnlm.trainer import create_trainer
@@ -61,15 +60,6 @@ def set_torch_threads(config) -> None:
     """Apply ``torch_threads`` when set (left to torch's default otherwise)."""
     if config["torch_threads"]:
         torch.set_num_threads(int(config["torch_threads"]))
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2, default=str)
-    os.replace(temporary, path)
 
 
 def prepare_run_data(config, dataset):

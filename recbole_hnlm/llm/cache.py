@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from recbole_hnlm.errors import CacheMismatchError
-from recbole_hnlm.quick_start import write_json_atomic
+from recbole_hnlm.io import atomic_binary_stream, strict_json, write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
@@ -47,19 +46,10 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
-
-
 def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically."""
     write_text_atomic(
-        path, "".join(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
+        path, "".join(strict_json(record, indent=None, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
     )
 
 
@@ -155,11 +145,8 @@ def finished_chunks(path: Path, shape: tuple[int, ...], dtype) -> set[int]:
 
 def write_array_atomic(path: Path, array: np.ndarray) -> None:
     """Save ``array`` as a .npy file under a temporary name and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "wb") as stream:
+    with atomic_binary_stream(path) as stream:
         np.save(stream, array)
-    os.replace(temporary, path)
 
 
 def open_array(path: Path) -> np.ndarray:
