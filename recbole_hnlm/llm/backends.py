@@ -181,7 +181,9 @@ class OpenAIChatGenerator(TextGenerator):
         last_error = ""
         for attempt in range(attempts):
             if attempt:
-                time.sleep(self.settings.retry_backoff * 2 ** (attempt - 1))
+                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
+                logger.warning(f"LLM endpoint {url}: {last_error}; try {attempt + 1} of {attempts} in {delay:g} s")
+                time.sleep(delay)
             request = urllib.request.Request(url, data=data, headers=self.headers, method="POST" if data else "GET")
             try:
                 with urllib.request.urlopen(request, timeout=self.settings.request_timeout) as response:
@@ -195,13 +197,16 @@ class OpenAIChatGenerator(TextGenerator):
                     ) from None
                 last_error = f"HTTP {error.code}: {body}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-                last_error = str(getattr(error, "reason", error))
+                reason = getattr(error, "reason", error)
+                timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+                last_error = f"no answer within {self.settings.request_timeout:g} s" if timed_out else str(reason)
             except json.JSONDecodeError as error:
                 raise BackendUnavailableError(f"The LLM endpoint {url} answered with invalid JSON: {error}.") from None
         raise BackendUnavailableError(
-            f"The LLM endpoint {url} could not be reached after {attempts} tries ({last_error}). Fix: start the "
-            "server (e.g. `vllm serve <model>`, `ollama serve`, `llama-server -m <file>`) or correct "
-            "--llm=openai:<base_url> (it ends in /v1 for most servers)."
+            f"The LLM endpoint {url} could not be reached after {attempts} tries (last: {last_error}; "
+            f"llm_request_timeout={self.settings.request_timeout:g}, llm_request_retries={attempts}). Fix: start the "
+            "server (e.g. `vllm serve <model>`, `ollama serve`, `llama-server -m <file>`), correct "
+            "--llm=openai:<base_url> (it ends in /v1 for most servers), or raise llm_request_timeout for a slow model."
         )
 
     def _first_served_model(self) -> str:
