@@ -98,10 +98,14 @@ def test_ctrl_c_while_an_llm_endpoint_does_not_answer(data_path, tmp_path):
         ]
         started = threading.Event()
         server.settimeout(120)
-        # The command is inside a request once the server accepts its connection; then it gets Ctrl-C.
-        accepted = threading.Thread(target=lambda: (server.accept(), started.set()), daemon=True)
+        # The command is inside a request once the server accepts its connection (kept open, never answered);
+        # then it gets Ctrl-C.
+        connections = []
+        accepted = threading.Thread(target=lambda: (connections.append(server.accept()), started.set()), daemon=True)
         accepted.start()
         status, lines = interrupt_once([sys.executable, "-m", "recbole_hnlm.llm", *arguments], started, ROOT)
+        for connection, _ in connections:
+            connection.close()
     assert status == INTERRUPTED
     assert_one_line(lines, "python -m recbole_hnlm.llm profiles")
     assert "the LLM cache keeps" in lines[-1]

@@ -188,6 +188,8 @@ class OpenAIChatGenerator(TextGenerator):
                 delay = self.settings.retry_backoff * 2 ** (attempt - 1)
                 logger.warning(f"LLM endpoint {url}: {last_error}; try {attempt + 1} of {attempts} in {delay:g} s")
                 time.sleep(delay)
+                if self._stopping.is_set():
+                    break
             request = urllib.request.Request(url, data=data, headers=self.headers, method="POST" if data else "GET")
             try:
                 with urllib.request.urlopen(request, timeout=self.settings.request_timeout) as response:
