@@ -207,12 +207,6 @@ class CacheFolder:
         """Whether any stage saved work here: profile or negative shards, vectors."""
         return any(path.is_file() for part in WORK_FOLDERS for path in (self.path / part).rglob("*"))
 
-    def check_identity(self, manifest: dict, identity: dict) -> None:
-        """Raise CacheMismatchError naming every identity key whose recorded value differs from the one asked for."""
-        differences = identity_differences(manifest, identity)
-        if differences:
-            raise CacheMismatchError(mismatch_message(self.path, differences))
-
     def check_embedding(self, manifest: dict, model: str, dim: int | None = None) -> None:
         """Refuse vectors made by another embedding model than ``model``, or (when given) of another size."""
         recorded = manifest.get("embedding")
