@@ -10,10 +10,16 @@ With --tune=<space.yaml> it runs a Ray Tune search instead (python -m recbole_hn
 import argparse
 import sys
 
+from recbole_hnlm.cli import interruptible
 from recbole_hnlm.errors import HNLMError
 from recbole_hnlm.quick_start import run
 
 
+@interruptible(
+    "python run_recbole_hnlm.py",
+    "a run keeps nothing until it ends (an LLM cache it builds keeps its shards)",
+    "runs it again",
+)
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run, print the test results; 2 on bad input."""
     parser = argparse.ArgumentParser(

@@ -8,7 +8,6 @@ below names the upstream problem it works around; delete it once RecBole fixes t
 from __future__ import annotations
 
 import os
-import types
 from importlib.metadata import version
 
 import torch
@@ -42,28 +41,13 @@ def check_dependency_versions() -> None:
             )
 
 
-class _TrustedCheckpointTorch(types.ModuleType):
-    """The ``torch`` module as RecBole's trainer sees it, with ``torch.load`` defaulting to full unpickling.
-
-    torch 2.6 made ``weights_only=True`` the default; RecBole's checkpoints hold its Config object, so
-    ``Trainer.evaluate(load_best_model=True)`` and ``resume_checkpoint`` fail (RUCAIBox/RecBole#2212). The
-    files are the ones the same run wrote, so they are trusted. Only RecBole's trainer module sees this.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("torch")
-
-    def __getattr__(self, name: str):
-        return getattr(torch, name)
-
-    @staticmethod
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return torch.load(*args, **kwargs)
-
-
 def load_recbole_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint that RecBole's Trainer wrote (it pickles the Config; see RUCAIBox/RecBole#2212)."""
+    """Load a checkpoint that RecBole's Trainer wrote: one this plugin wrote, or one the user names.
+
+    torch 2.6 made ``weights_only=True`` the default; RecBole's checkpoints pickle its Config, so they load only with
+    full unpickling (RUCAIBox/RecBole#2212). That is allowed here, for these files alone: every other ``torch.load``
+    in the process keeps torch's default (the trainer's ``evaluate`` reloads its best epoch through this function).
+    """
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
@@ -94,7 +78,4 @@ def apply() -> None:
     if _applied:
         return
     check_dependency_versions()
-    import recbole.trainer.trainer as recbole_trainer
-
-    recbole_trainer.torch = _TrustedCheckpointTorch()
     _applied = True

@@ -1,77 +1,90 @@
-"""The one atomic writer: every file the plugin writes appears whole or not at all, with the user's umask.
+"""Atomic file writers: a reader or a resumed run never sees half a file, and files get the user's umask.
 
-Strict JSON everywhere: NaN and infinities are written as null, since strict readers reject them.
+A file is written under a unique temporary name beside its target and renamed into place. The temporary file is
+created with mode 0666 filtered by the process umask, as ``open()`` does (``tempfile.mkstemp`` would make it 0600).
+JSON is strict: NaN and infinities, which strict readers reject, are written as null.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import numbers
 import os
-import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Call ``write(stream)`` on a temporary file beside ``path``, flush it to disk and rename it into place."""
+@contextmanager
+def atomic_binary_stream(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary stream whose content replaces ``path`` whole when the block ends without an exception."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        # mkstemp makes 0600 files; a written file gets the permissions any other file of the user gets.
-        os.fchmod(handle, 0o666 & ~_umask())
-        with os.fdopen(
-            handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
-        ) as stream:
-            write(stream)
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    with atomic_binary_stream(path) as stream:
+        stream.write(data)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` atomically."""
-    atomic_write(path, lambda stream: stream.write(text))
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (recursively through dicts, lists, tuples)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+def finite_or_none(value: Any) -> Any:
+    """``value`` with NaN and infinities inside (dicts, lists, tuples) as None, and numpy numbers as Python's."""
     if isinstance(value, dict):
-        return {key: strict_json(item) for key, item in value.items()}
+        return {key: finite_or_none(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [strict_json(item) for item in value]
-    return value
+        return [finite_or_none(item) for item in value]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)  # numpy integers too, which json would otherwise write as strings
+    return float(value) if math.isfinite(value) else None
 
 
-def json_text(payload: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
-    """Strict JSON text of ``payload``; values JSON has no type for are written as their ``str``."""
-    return json.dumps(strict_json(payload), indent=indent, sort_keys=sort_keys, default=str, allow_nan=False)
+def strict_json(payload: Any, indent: int | None = 2, default: Callable[[Any], Any] = str, **options) -> str:
+    """``payload`` as strict JSON: NaN and infinities become null; other values JSON lacks go through ``default``."""
+    return json.dumps(finite_or_none(payload), indent=indent, default=default, allow_nan=False, **options)
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write ``payload`` as strict, indented JSON, atomically."""
-    write_text_atomic(path, json_text(payload) + "\n")
+    """Replace ``path`` with ``payload`` as strict, indented JSON, atomically."""
+    write_text_atomic(path, strict_json(payload))
 
 
-def write_jsonl_atomic(path: str | os.PathLike, records) -> None:
-    """Write one strict JSON object per line, atomically."""
-    write_text_atomic(
-        path,
-        "".join(
-            json.dumps(strict_json(record), ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
-            for record in records
-        ),
-    )
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
+    """Replace ``path`` with what ``write(stream)`` writes: a binary stream, or a UTF-8 text stream (no newline
+    translation, so a CSV writer's line ends stay as written)."""
+    with atomic_binary_stream(path) as stream:
+        if binary:
+            write(stream)
+            return
+        text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Replace ``path`` with one strict JSON object per line, atomically."""
+    lines = (strict_json(record, indent=None, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
+    write_text_atomic(path, "".join(lines))

@@ -156,6 +156,8 @@ def run(
         "config": recorded_settings(config),
         "input_counts": input_counts(data),
         "best_epoch": trainer.best_epoch,
+        # Which model test_result measures: the best validation epoch's checkpoint, or (saved=False) the last epoch.
+        "tested_epoch": "refit" if refit else "best" if saved else "last",
         "best_valid_score": float(best_valid_score),
         "valid_result": {key: float(value) for key, value in (best_valid_result or {}).items()},
         "test_result": {key: float(value) for key, value in test_result.items()},

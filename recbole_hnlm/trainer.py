@@ -8,7 +8,11 @@ from collections.abc import Callable
 from functools import cache
 from time import perf_counter, strftime
 
+import torch
 from recbole.utils import get_trainer
+
+from recbole_hnlm.compat import load_recbole_checkpoint
+from recbole_hnlm.split_fingerprint import split_sha256_of
 
 
 class EpochRecordMixin:
@@ -27,6 +31,7 @@ class EpochRecordMixin:
         self.epoch_valid_seconds: list[float] = []
         self.valid_scores: list[tuple[int, float]] = []
         self.last_valid_result: dict[str, float] = {}
+        self.split_fingerprint: dict | None = None  # set by fit; saved in every checkpoint
         # Called with a one-line status after every epoch and every validation, e.g. by the benchmark's bar.
         self.progress: Callable[[str], None] | None = None
 
@@ -50,6 +55,14 @@ class EpochRecordMixin:
         self.last_valid_result = {key: float(value) for key, value in valid_result.items()}
         return valid_score, valid_result
 
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluate, reloading the best epoch's checkpoint with ``load_recbole_checkpoint`` (see compat)."""
+        if load_best_model:
+            checkpoint = load_recbole_checkpoint(model_file or self.saved_model_file, self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's fit, also recording (epoch, validation score) pairs."""
 
@@ -59,7 +72,16 @@ class EpochRecordMixin:
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
+        refit = valid_data is None and bool(self.config["refit_with_valid"])
+        self.split_fingerprint = {"train_split_sha256": split_sha256_of(train_data._dataset), "refit_with_valid": refit}
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=record)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint, with the fingerprint of the split it trained on (the fine-tuning chain checks it)."""
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        path = kwargs.get("saved_model_file", self.saved_model_file)
+        state = load_recbole_checkpoint(path, self.device)
+        torch.save({**state, "split_fingerprint": self.split_fingerprint}, path, pickle_protocol=4)
 
     def progress_text(self) -> str:
         """e.g. ``57/300 epochs, valid recall@20 0.0512, best 0.0530 after 45``: epochs done, at most, validation."""

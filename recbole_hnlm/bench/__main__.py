@@ -22,12 +22,14 @@ import sys
 
 from recbole_hnlm.bench.matrix import MatrixSpec
 from recbole_hnlm.bench.runner import run_matrix
+from recbole_hnlm.cli import interruptible
 from recbole_hnlm.errors import ConfigurationError, HNLMError
 
 # A matrix larger than this is far more than a mistyped seed list should start without a word.
 MAX_UNCONFIRMED = 300
 
 
+@interruptible("python -m recbole_hnlm.bench", "runs.csv holds every finished run")
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the matrix, print the table; 2 on bad input, 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
@@ -81,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except HNLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: runs.csv holds every finished run; the same command resumes the matrix", file=sys.stderr)
-        return 130
     if "markdown" in outcome:
         print(outcome["markdown"])
         print(f"\n{outcome['split']}\n")

@@ -25,6 +25,7 @@ from logging import getLogger
 
 from recbole.utils import init_logger
 
+from recbole_hnlm.cli import interruptible
 from recbole_hnlm.errors import ConfigurationError, HNLMError
 
 STAGES = ("mine", "train", "encode", "chain")
@@ -49,6 +50,9 @@ def parse_settings(arguments: list[str]) -> dict:
     return settings
 
 
+@interruptible(
+    "python -m recbole_hnlm.finetune", "every stage keeps what it finished (mined shards, adapter checkpoints, chunks)"
+)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; 2 on bad input (the message names the input and the fix)."""
     from recbole_hnlm.finetune.chain import ChainRun, encode, fine_tune, mine, run_chain

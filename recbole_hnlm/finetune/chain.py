@@ -19,6 +19,7 @@ from logging import getLogger
 import torch
 from recbole.utils import init_logger, init_seed
 
+from recbole_hnlm.compat import load_recbole_checkpoint
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.errors import ConfigurationError
@@ -34,6 +35,7 @@ from recbole_hnlm.llm.catalogue import Catalogue
 from recbole_hnlm.llm.pipeline import build_semantic_cache
 from recbole_hnlm.llm.settings import LLMSettings
 from recbole_hnlm.quick_start import load_data_and_model, run
+from recbole_hnlm.split_fingerprint import split_sha256_of
 
 # Float32 copies of GGUF encoders, under llm_cache_dir (see recbole_hnlm.finetune.encoder.dequantised_folder).
 MODEL_CACHE = "models"
@@ -118,6 +120,7 @@ def train_cf(chain: ChainRun) -> str:
             **chain.config_dict,
             "neg_sampler": settings.cf_sampler,
             "epochs": settings.cf_epochs,
+            "refit_with_valid": False,  # a refit model has seen the validation interactions that mining must not
             "checkpoint_dir": str(folder.path),
             "results_dir": str(folder.path),
         },
@@ -134,12 +137,33 @@ def train_cf(chain: ChainRun) -> str:
     return str(result["checkpoint"])
 
 
+def check_cf_checkpoint(chain: ChainRun, checkpoint: str) -> None:
+    """Refuse a CF checkpoint not trained on exactly the chain's training split: mining with it would leak the
+    validation or test interactions it trained on into the fine-tuning supervision."""
+    recorded = load_recbole_checkpoint(checkpoint).get("split_fingerprint")
+    wanted = split_sha256_of(chain.split[0])
+    if recorded and not recorded["refit_with_valid"] and recorded["train_split_sha256"] == wanted:
+        return
+    if not recorded:
+        reason = "it records no training split (it was written before split fingerprints, or not by recbole-hnlm)"
+    elif recorded["refit_with_valid"]:
+        reason = "it was refit on train + validation (refit_with_valid), so it has seen this split's validation data"
+    else:
+        reason = "it was trained on another training split (another seed, eval_args or dataset file)"
+    raise ConfigurationError(
+        f"CF checkpoint {checkpoint} cannot mine for the chain on '{chain.dataset}': {reason}. Fix: unset "
+        "finetune_cf_checkpoint to let the chain train its own, or train one with run_recbole_hnlm.py on the "
+        "chain's dataset, seed and eval_args with refit_with_valid=False (delete a cached one to retrain it)."
+    )
+
+
 def mine(chain: ChainRun) -> dict:
     """Stage ``mine``: train (or load) the CF model and mine the supervision; return the mined manifest."""
     folder = chain.paths.mined
     if CacheFolder(folder).read_manifest().get("complete"):
         return CacheFolder(folder).read_manifest()
     checkpoint = train_cf(chain)
+    check_cf_checkpoint(chain, checkpoint)
     _, model, _, train_data, valid_data, test_data = load_data_and_model(checkpoint)
     train, held_out = train_data._dataset, [valid_data._dataset, test_data._dataset]
     profiles = chain.profiles(train, held_out)

@@ -90,7 +90,7 @@ def load_checkpoint(folder: Path, encoder: TextEncoder, optimiser, step: int) ->
 
     source = checkpoint_folder(folder, step)
     set_peft_model_state_dict(encoder.backbone, load_file(str(source / "adapter_model.safetensors")))
-    saved = torch.load(source / OPTIMISER_FILE, weights_only=False)
+    saved = torch.load(source / OPTIMISER_FILE, weights_only=True)
     optimiser.load_state_dict(saved["optimiser"])
     torch.set_rng_state(saved["torch_rng"])
     return json.loads((source / STATE_FILE).read_text(encoding="utf-8"))["losses"]

@@ -24,6 +24,7 @@ from logging import getLogger
 
 from recbole.utils import init_logger, init_seed
 
+from recbole_hnlm.cli import interruptible
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.errors import HNLMError
@@ -32,6 +33,7 @@ from recbole_hnlm.llm.distributed import ShardWorkers
 from recbole_hnlm.llm.pipeline import STAGES
 
 
+@interruptible("python -m recbole_hnlm.llm", "the LLM cache keeps every finished shard and vector chunk")
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; 2 on bad input (the message names the input and the fix)."""
     parser = argparse.ArgumentParser(prog="python -m recbole_hnlm.llm", description=__doc__.split("\n\n")[0])

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import queue
+import threading
 import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from logging import getLogger
 from pathlib import Path
 
@@ -172,6 +173,7 @@ class OpenAIChatGenerator(TextGenerator):
         self.settings = settings
         key = os.environ.get(settings.api_key_env or "", "")
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        self._stopping = threading.Event()
         self.model_name = settings.model or self._first_served_model()
 
     def _request(self, path: str, payload: dict | None = None) -> dict:
@@ -181,7 +183,13 @@ class OpenAIChatGenerator(TextGenerator):
         last_error = ""
         for attempt in range(attempts):
             if attempt:
-                time.sleep(self.settings.retry_backoff * 2 ** (attempt - 1))
+                if self._stopping.is_set():
+                    break
+                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
+                logger.warning(f"LLM endpoint {url}: {last_error}; try {attempt + 1} of {attempts} in {delay:g} s")
+                time.sleep(delay)
+                if self._stopping.is_set():
+                    break
             request = urllib.request.Request(url, data=data, headers=self.headers, method="POST" if data else "GET")
             try:
                 with urllib.request.urlopen(request, timeout=self.settings.request_timeout) as response:
@@ -195,13 +203,16 @@ class OpenAIChatGenerator(TextGenerator):
                     ) from None
                 last_error = f"HTTP {error.code}: {body}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-                last_error = str(getattr(error, "reason", error))
+                reason = getattr(error, "reason", error)
+                timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+                last_error = f"no answer within {self.settings.request_timeout:g} s" if timed_out else str(reason)
             except json.JSONDecodeError as error:
                 raise BackendUnavailableError(f"The LLM endpoint {url} answered with invalid JSON: {error}.") from None
         raise BackendUnavailableError(
-            f"The LLM endpoint {url} could not be reached after {attempts} tries ({last_error}). Fix: start the "
-            "server (e.g. `vllm serve <model>`, `ollama serve`, `llama-server -m <file>`) or correct "
-            "--llm=openai:<base_url> (it ends in /v1 for most servers)."
+            f"The LLM endpoint {url} could not be reached after {attempts} tries (last: {last_error}; "
+            f"llm_request_timeout={self.settings.request_timeout:g}, llm_request_retries={attempts}). Fix: start the "
+            "server (e.g. `vllm serve <model>`, `ollama serve`, `llama-server -m <file>`), correct "
+            "--llm=openai:<base_url> (it ends in /v1 for most servers), or raise llm_request_timeout for a slow model."
         )
 
     def _first_served_model(self) -> str:
@@ -227,8 +238,41 @@ class OpenAIChatGenerator(TextGenerator):
             ) from None
 
     def generate(self, prompts: list[Prompt], attempt: int = 0) -> list[str]:
-        with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), self.settings.batch_size))) as pool:
-            return list(pool.map(lambda prompt: self._complete(prompt, attempt), prompts))
+        """The answers, ``llm_batch_size`` requests at a time, on daemon threads: Ctrl-C (or a request that failed
+        for good) stops the others from taking new prompts or retrying, and the process exits without waiting for
+        a request in flight (a thread pool would hold it until the endpoint answers or times out)."""
+        self._stopping.clear()
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(prompts)):
+            todo.put(index)
+        answers: list[str] = [""] * len(prompts)
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            while not self._stopping.is_set():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    answers[index] = self._complete(prompts[index], attempt)
+                except BaseException as error:  # raised in the calling thread below
+                    failures.append(error)
+                    self._stopping.set()
+
+        workers = max(1, min(len(prompts), self.settings.batch_size))
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:
+            self._stopping.set()
+            raise
+        if failures:
+            raise failures[0]
+        return answers
 
     def describe(self) -> dict:
         return {"backend": self.backend, "model": self.model_name, "base_url": self.base_url}

@@ -26,19 +26,26 @@ import json
 import os
 import re
 from collections.abc import Callable
+from logging import getLogger
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from recbole_hnlm.errors import CacheMismatchError
-from recbole_hnlm.io import atomic_write, write_json_atomic, write_jsonl_atomic
+from recbole_hnlm.io import atomic_binary_stream, write_json_atomic, write_jsonl_atomic
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
 # Manifest sections that must match for a cache to be reused; any difference is refused, naming the keys.
 IDENTITY_SECTIONS = ("format", "dataset", "generator", "prompts", "inputs", "generation")
+# Sub-folders where the stages save their work; a folder with none of it holds no answers.
+WORK_FOLDERS = ("profiles", "vectors", "negatives")
+# Written from the catalogue before any stage runs.
+TOKEN_FILES = ("item_tokens.txt", "user_tokens.txt")
 _SHARD = re.compile(r"shard-(\d+)-(\d+)\.jsonl$")
+
+logger = getLogger()
 
 
 def safe_name(text: str) -> str:
@@ -138,7 +145,8 @@ def finished_chunks(path: Path, shape: tuple[int, ...], dtype) -> set[int]:
 
 def write_array_atomic(path: Path, array: np.ndarray) -> None:
     """Save ``array`` as a .npy file under a temporary name and rename it into place."""
-    atomic_write(path, lambda stream: np.save(stream, array), binary=True)
+    with atomic_binary_stream(path) as stream:
+        np.save(stream, array)
 
 
 def open_array(path: Path) -> np.ndarray:
@@ -168,28 +176,29 @@ class CacheFolder:
         write_json_atomic(self.manifest_path, manifest)
 
     def claim(self, identity: dict) -> dict:
-        """Open the folder for ``identity`` (new or matching); refuse a folder made from other inputs or settings."""
+        """Open the folder for ``identity`` (new or matching); refuse a folder made from other inputs or settings.
+
+        A folder that holds no answers yet (a first try that failed, e.g. against a wrong endpoint) claims nothing:
+        its manifest is replaced by one for ``identity``.
+        """
         manifest = self.read_manifest()
-        if manifest:
-            self.check_identity(manifest, identity)
-        else:
+        differences = identity_differences(manifest, identity) if manifest else []
+        if differences and self.holds_answers():
+            raise CacheMismatchError(mismatch_message(self.path, differences))
+        if differences:
+            logger.warning(
+                f"cache folder {self.path} holds no answers yet: its manifest is replaced ({differences[0]})"
+            )
+            for name in TOKEN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+        if not manifest or differences:
             manifest = {**identity, "stages": {}}
             self.write_manifest(manifest)
         return manifest
 
-    def check_identity(self, manifest: dict, identity: dict) -> None:
-        """Raise CacheMismatchError naming every identity key whose recorded value differs from the one asked for."""
-        differences = []
-        for section in IDENTITY_SECTIONS:
-            recorded, wanted = manifest.get(section), identity.get(section)
-            if isinstance(recorded, dict) and isinstance(wanted, dict):
-                for key in sorted(set(recorded) | set(wanted)):
-                    if recorded.get(key) != wanted.get(key):
-                        differences.append(f"{section}.{key}: cached {recorded.get(key)!r}, asked {wanted.get(key)!r}")
-            elif recorded != wanted:
-                differences.append(f"{section}: cached {recorded!r}, asked {wanted!r}")
-        if differences:
-            raise CacheMismatchError(mismatch_message(self.path, differences))
+    def holds_answers(self) -> bool:
+        """Whether any stage saved work here: profile or negative shards, vectors."""
+        return any(path.is_file() for part in WORK_FOLDERS for path in (self.path / part).rglob("*"))
 
     def check_embedding(self, manifest: dict, model: str, dim: int | None = None) -> None:
         """Refuse vectors made by another embedding model than ``model``, or (when given) of another size."""
@@ -203,6 +212,20 @@ class CacheFolder:
             f"{self.path / 'vectors'} and {self.path / 'negatives'} to re-embed the cached profiles with the new "
             "model (the LLM's text is kept), set llm_embedding_model back, or use another llm_cache_dir."
         )
+
+
+def identity_differences(manifest: dict, identity: dict) -> list[str]:
+    """Every identity key whose value in ``manifest`` differs from the one in ``identity``, as text."""
+    differences = []
+    for section in IDENTITY_SECTIONS:
+        recorded, wanted = manifest.get(section), identity.get(section)
+        if isinstance(recorded, dict) and isinstance(wanted, dict):
+            for key in sorted(set(recorded) | set(wanted)):
+                if recorded.get(key) != wanted.get(key):
+                    differences.append(f"{section}.{key}: cached {recorded.get(key)!r}, asked {wanted.get(key)!r}")
+        elif recorded != wanted:
+            differences.append(f"{section}: cached {recorded!r}, asked {wanted!r}")
+    return differences
 
 
 def mismatch_message(path: Path, differences: list[str]) -> str:

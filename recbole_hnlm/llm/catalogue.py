@@ -18,16 +18,12 @@ import numpy as np
 from recbole_hnlm.data.reader import AtomicTable, read_atomic
 from recbole_hnlm.errors import DataFormatError
 from recbole_hnlm.llm.settings import LLMSettings
+from recbole_hnlm.split_fingerprint import tokens_sha256, train_split_sha256
 
 
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes, or '' when there is no such file."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-
-
-def tokens_sha256(tokens: np.ndarray) -> str:
-    """Hex sha256 of an id-to-token list, which fixes how internal ids map to the dataset's tokens."""
-    return hashlib.sha256("\n".join(map(str, tokens)).encode("utf-8")).hexdigest()
 
 
 logger = logging.getLogger()
@@ -167,15 +163,6 @@ class Catalogue:
             "n_train_pairs": int(len(train_items)),
         }
         return catalogue
-
-
-def train_split_sha256(item_tokens: np.ndarray, user_tokens: np.ndarray, pair_keys: np.ndarray) -> str:
-    """Hex sha256 of the training pairs, in tokens' terms: two runs share it only if they train on the same data."""
-    digest = hashlib.sha256()
-    digest.update(tokens_sha256(item_tokens).encode())
-    digest.update(tokens_sha256(user_tokens).encode())
-    digest.update(np.ascontiguousarray(pair_keys, dtype=np.int64).tobytes())
-    return digest.hexdigest()
 
 
 def _csr(users: np.ndarray, items: np.ndarray, n_users: int, keep_order: bool = False) -> tuple[np.ndarray, np.ndarray]:

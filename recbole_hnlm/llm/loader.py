@@ -22,11 +22,11 @@ import numpy as np
 from recbole_hnlm.errors import CacheMismatchError
 from recbole_hnlm.llm.backends import embedding_model_name
 from recbole_hnlm.llm.cache import CacheFolder, mismatch_message, open_array
-from recbole_hnlm.llm.catalogue import tokens_sha256, train_split_sha256
 from recbole_hnlm.llm.negatives import negatives_recipe, read_recipe
 from recbole_hnlm.llm.pipeline import build_semantic_cache, cache_folder_path, generator_identity
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, USER_VECTORS
 from recbole_hnlm.llm.settings import LLMSettings
+from recbole_hnlm.split_fingerprint import split_sha256_of, tokens_sha256
 
 
 @dataclass(frozen=True)
@@ -85,18 +85,6 @@ class SemanticCache:
             generated_ids[has_generated] = self.generated_ids[units[has_generated]]
             generated_vectors[has_generated] = self.generated_vectors[units[has_generated]]
         return SemanticNegatives(np.asarray(self.neighbour_ids[rows]), generated_ids, generated_vectors, has_generated)
-
-
-def split_sha256_of(train_dataset) -> str:
-    """The sha256 of a RecBole training split's (user, item) pairs in token terms (names its cache folder)."""
-    iid, uid = train_dataset.iid_field, train_dataset.uid_field
-    item_tokens = np.asarray(train_dataset.field2id_token[iid])
-    user_tokens = np.asarray(train_dataset.field2id_token[uid])
-    keys = np.unique(
-        train_dataset.inter_feat[uid].numpy().astype(np.int64) * len(item_tokens)
-        + train_dataset.inter_feat[iid].numpy()
-    )
-    return train_split_sha256(item_tokens, user_tokens, keys)
 
 
 def load_semantic_cache(

@@ -11,10 +11,16 @@ import argparse
 import json
 import sys
 
+from recbole_hnlm.cli import interruptible
 from recbole_hnlm.errors import HNLMError
 from recbole_hnlm.tuning.search import SearchSettings, run_search
 
 
+@interruptible(
+    "python -m recbole_hnlm.tuning",
+    "trial logs stay under the results folder's ray/ (a search does not resume)",
+    "starts it again",
+)
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, search, print the best config and its test metrics; 2 on bad input."""
     parser = argparse.ArgumentParser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -123,6 +124,20 @@ def test_openai_backend_down_fails_fast_with_the_url():
     with pytest.raises(BackendUnavailableError, match=rf"{url}/chat/completions could not be reached after 3 tries"):
         generator.generate(item_prompts()[:1])
     assert time.perf_counter() - started < 5
+
+
+def test_an_endpoint_that_accepts_but_never_answers_shows_each_retry_and_the_timeout(caplog):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # the kernel completes the connections; nothing ever reads or answers them
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+        settings = {"llm_model": "m", "llm_request_retries": 2, "llm_retry_backoff": 0.01, "llm_request_timeout": 0.3}
+        generator = create_generator(LLMSettings.from_config({"llm": f"openai:{url}", **settings}))
+        message = rf"{url}/chat/completions could not be reached after 2 tries \(last: no answer within 0.3 s; "
+        with caplog.at_level(logging.WARNING), pytest.raises(BackendUnavailableError, match=message):
+            generator.generate(item_prompts()[:1])
+    retries = [record.getMessage() for record in caplog.records if "try 2 of 2" in record.getMessage()]
+    assert retries == [f"LLM endpoint {url}/chat/completions: no answer within 0.3 s; try 2 of 2 in 0.01 s"]
 
 
 def test_missing_model_paths_name_the_path_and_the_fix(tmp_path, monkeypatch):

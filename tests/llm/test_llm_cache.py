@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
 from llm_testdata import SMOLLM2, TINY, cache_files, load_split, write_tiny_ml100k
 
-from recbole_hnlm.errors import CacheMismatchError
+from recbole_hnlm.errors import BackendUnavailableError, CacheMismatchError
 from recbole_hnlm.llm import build_semantic_cache, load_semantic_cache
 from recbole_hnlm.llm.backends import MINILM_PACKAGE, TextEmbedder, installed_package_folder
 from recbole_hnlm.llm.cache import CacheFolder, fill_array_in_chunks
@@ -150,3 +153,58 @@ def test_each_seeds_split_gets_its_own_folder_and_reuses_the_item_profiles(tiny_
     for shard in (first / "profiles" / "items").glob("shard-*.jsonl"):
         assert (second / "profiles" / "items" / shard.name).read_bytes() == shard.read_bytes()
     assert (first / "negatives" / "pair_keys.npy").read_bytes() != (second / "negatives" / "pair_keys.npy").read_bytes()
+
+
+class CannedChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint whose every answer is one fixed profile."""
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        message = {"role": "assistant", "content": '{"summary": "A film people enjoy."}'}
+        body = json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_failed_first_try_claims_nothing(tiny_config, tiny_split, tmp_path):
+    _, train, held_out = tiny_split
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        wrong = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    quick = {"llm_model": "m", "llm_request_retries": 1, "llm_request_timeout": 2, "llm_shard_size": 4}
+    with pytest.raises(BackendUnavailableError, match=wrong):
+        build_semantic_cache(tiny_config(llm=f"openai:{wrong}", **quick), train, held_out, stages=("profiles",))
+
+    server = HTTPServer(("127.0.0.1", 0), CannedChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    right = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        folder = build_semantic_cache(tiny_config(llm=f"openai:{right}", **quick), train, held_out, ("profiles",))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert CacheFolder(folder).read_manifest()["generator"]["base_url"] == right
+
+    # Once it holds answers, the folder is refused to other settings.
+    with pytest.raises(CacheMismatchError, match="generator.base_url"):
+        build_semantic_cache(tiny_config(llm=f"openai:{wrong}", **quick), train, held_out, stages=("profiles",))
+
+
+def test_a_folder_without_answers_is_reclaimed_and_one_with_answers_refused(tmp_path):
+    folder = CacheFolder(tmp_path / "split-x")
+    old, new = {"format": 1, "generator": {"base_url": "old"}}, {"format": 1, "generator": {"base_url": "new"}}
+    folder.claim(old)
+    (folder.path / "item_tokens.txt").write_text("[PAD]\n")
+    assert folder.claim(new)["generator"] == {"base_url": "new"}
+    assert not (folder.path / "item_tokens.txt").exists()  # written again from the new inputs
+
+    (folder.path / "profiles" / "items").mkdir(parents=True)
+    (folder.path / "profiles" / "items" / "shard-000000000-000000004.jsonl").write_text("{}\n")
+    with pytest.raises(CacheMismatchError, match="generator.base_url: cached 'new', asked 'old'"):
+        folder.claim(old)
