@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+from logging import getLogger
 from pathlib import Path
 
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.io import atomic_write
+
+logger = getLogger(__name__)
 
 KEY_COLUMNS = ("model", "sampler", "dataset", "seed")
 # Metric columns (test metrics, e.g. recall@10) go between the key columns and these.
@@ -37,6 +40,7 @@ class RunsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, str]] = []
+        self.dropped_rows = 0
         if path.is_file():
             with open(path, newline="", encoding="utf-8") as stream:
                 reader = csv.DictReader(stream)
@@ -50,7 +54,17 @@ class RunsFile:
                         f"{path} is not a benchmark runs file (no {', '.join(missing)} column). Fix: pick another "
                         "--name, or move that file away."
                     )
-                self.rows = list(reader)
+                rows = list(reader)
+            # A row cut short (a copy or an editor that stopped mid-write) has empty trailing fields or too many:
+            # it records no run, and keeping it would leave two rows for the run once it is run again.
+            self.rows = [row for row in rows if None not in row and None not in row.values()]
+            cut = [index + 2 for index, row in enumerate(rows) if None in row or None in row.values()]
+            if cut:
+                logger.warning(
+                    f"{path}: dropped {len(cut)} incomplete row(s) (line {', '.join(map(str, cut))}); "
+                    "their runs count as not finished and run again"
+                )
+            self.dropped_rows = len(cut)
 
     @staticmethod
     def key(config_hash: str, seed) -> tuple[str, str]:

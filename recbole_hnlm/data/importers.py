@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ import numpy as np
 
 from recbole_hnlm.data.reader import load_json_object, read_atomic, require_file, text_lines, token_problem
 from recbole_hnlm.errors import ConfigurationError, DataFormatError
+from recbole_hnlm.io import atomic_write, strict_json, write_text_atomic
 
 # Bump when the files written for the same inputs and settings change, so that old outputs can be told apart.
 IMPORTER_VERSION = 1
@@ -216,10 +216,13 @@ def _carve_splits(
 
 def _write_tsv(path: Path, header: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
     """Write a tab-separated atomic file; fields holding a quote are quoted so pandas reads them back exactly."""
-    with path.open("w", encoding="utf-8", newline="") as handle:
+
+    def write(handle) -> None:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(header)
         writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def _write_inter(path: Path, sequences: Sequences) -> int:
@@ -290,9 +293,9 @@ def _write_outputs(
         counts[split] = _write_inter(out_dir / f"{name}.{split}.inter", splits[split])
     counts["returned_to_train"] = returned_to_train
     counts.update(dropped)
-    (out_dir / f"{name}.yaml").write_text(_dataset_yaml(name, has_item_file, dropped), encoding="utf-8")
+    write_text_atomic(out_dir / f"{name}.yaml", _dataset_yaml(name, has_item_file, dropped))
     manifest["counts"] = counts
-    (out_dir / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out_dir / f"{name}.manifest.json", strict_json(manifest) + "\n")
     logger.info(f"Imported {name} into {out_dir}: {counts}")
 
 

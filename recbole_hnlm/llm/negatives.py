@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from recbole_hnlm.io import write_json_atomic, write_text_atomic
+from recbole_hnlm.io import strict_json, write_json_atomic, write_text_atomic
 from recbole_hnlm.llm.backends import TextEmbedder, TextGenerator
 from recbole_hnlm.llm.cache import CacheFolder, ShardedRecords, fill_array_in_chunks, open_array
 from recbole_hnlm.llm.catalogue import Catalogue, negative_units
@@ -336,5 +336,5 @@ def _start_fresh(folder: CacheFolder, manifest: dict, recipe: dict) -> None:
         path.unlink(missing_ok=True)
     for chunks in out.glob("*.chunks"):
         shutil.rmtree(chunks)
-    write_text_atomic(out / "recipe.json", json.dumps(recipe, indent=2, sort_keys=True))
+    write_text_atomic(out / "recipe.json", strict_json(recipe, sort_keys=True))
     logger.info(f"negatives: building {out} for {recipe}")

@@ -88,3 +88,32 @@ def test_recall_bars_mark_a_reference_only_where_there_is_one(tmp_path):
     for name in ("with.png", "without.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
+
+
+def test_a_half_written_last_row_is_dropped_and_its_run_recorded_once(tmp_path):
+    import os
+
+    from recbole_hnlm.bench.runs_file import RunsFile
+
+    path = tmp_path / "runs.csv"
+    header = "model,sampler,dataset,seed,recall@20,config_hash,status,error"
+    path.write_text(f"{header}\nBPR,uniform,ml-100k,2020,0.2,aaa,ok,\nBPR,dns,ml-100k,2020,0.21\n")
+    runs = RunsFile(path)
+    assert runs.dropped_rows == 1 and [row["sampler"] for row in runs.rows] == ["uniform"]
+    runs.record(
+        {
+            "model": "BPR",
+            "sampler": "dns",
+            "dataset": "ml-100k",
+            "seed": 2020,
+            "recall@20": 0.21,
+            "config_hash": "bbb",
+            "status": "ok",
+            "error": "",
+        }
+    )
+    again = RunsFile(path)
+    assert again.dropped_rows == 0 and sorted(row["sampler"] for row in again.rows) == ["dns", "uniform"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not mkstemp's 0600
