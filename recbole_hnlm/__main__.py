@@ -10,7 +10,7 @@ With --tune=<space.yaml> it runs a Ray Tune search instead (python -m recbole_hn
 import argparse
 import sys
 
-from recbole_hnlm.cli import interruptible
+from recbole_hnlm.cli import interruptible, with_option_hint
 from recbole_hnlm.errors import HNLMError
 from recbole_hnlm.quick_start import run
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args.model, args.dataset, config_file_list=config_files, cmd_args=overrides)
     except HNLMError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_option_hint(str(error), getattr(error, 'key', ''), parser)}", file=sys.stderr)
         return 2
     print(f"{result['model']} + {result['neg_sampler']} on {result['dataset']}: best epoch {result['best_epoch']}")
     if "semantic_negatives" in result:

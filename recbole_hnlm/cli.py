@@ -5,6 +5,8 @@ Each command's ``main`` is decorated: ``@interruptible("python -m recbole_hnlm.l
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import functools
 import shlex
 import sys
@@ -41,3 +43,10 @@ def interruptible(command: str, kept: str, rerun: str = "resumes") -> Callable[[
         return wrapper
 
     return decorate
+
+
+def with_option_hint(message: str, key: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` of an unknown setting ``key``, plus the command's own option it may have meant (``--out``)."""
+    options = [option[2:] for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+    return f"{message} (Or this command's own option --{close[0]}?)" if key and close else message

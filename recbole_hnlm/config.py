@@ -311,7 +311,8 @@ class HNLMConfig(Config):
                 hint = f"did you mean {' or '.join(close)}? " if close else ""
                 raise UnknownSettingError(
                     f"'{key}' is not a setting of RecBole, of recbole-hnlm, or of the chosen model and sampler; "
-                    f"{hint}Fix: correct the name (settings are case-sensitive) or drop it."
+                    f"{hint}Fix: correct the name (settings are case-sensitive) or drop it.",
+                    key,
                 )
         defaults = {**self.internal_config_dict, **self._plugin_defaults}
         for key, value in self.user_settings.items():

@@ -25,6 +25,10 @@ class UnknownNameError(ConfigurationError):
 class UnknownSettingError(ConfigurationError):
     """A ``--key=value`` (or config key) that no part of the run reads, e.g. a typo."""
 
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
 
 class UnsupportedModelError(ConfigurationError):
     """A model that cannot be trained with sampled negatives."""

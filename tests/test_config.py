@@ -114,3 +114,10 @@ def test_every_command_refuses_a_typo(command, argv, name, capsys):
     module = __import__(command, fromlist=["main"])
     assert module.main(argv) == 2
     assert f"did you mean {name}" in capsys.readouterr().err
+
+
+def test_an_llm_cache_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
+    a_file = tmp_path / "cache"
+    a_file.write_text("not a folder")
+    with pytest.raises(ConfigurationError, match="is a file, so the cache folder cannot be made there.*Fix:"):
+        HNLMConfig("BPR", "ml-100k", config_dict={**QUIET, "neg_sampler": "hnlm", "llm_cache_dir": str(a_file)})

@@ -22,7 +22,7 @@ import sys
 
 from recbole_hnlm.bench.matrix import MatrixSpec
 from recbole_hnlm.bench.runner import run_matrix
-from recbole_hnlm.cli import interruptible
+from recbole_hnlm.cli import interruptible, with_option_hint
 from recbole_hnlm.errors import ConfigurationError, HNLMError
 
 # A matrix larger than this is far more than a mistyped seed list should start without a word.
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "recbole_hnlm.bench", *argv])  # for the manifest, which a report leaves
         outcome = run_matrix(spec, args.out, verbose=args.verbose, command=command, report_only=args.report_only)
     except HNLMError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_option_hint(str(error), getattr(error, 'key', ''), parser)}", file=sys.stderr)
         return 2
     if "markdown" in outcome:
         print(outcome["markdown"])

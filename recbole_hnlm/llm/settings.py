@@ -124,6 +124,14 @@ class LLMSettings:
                 f"llm_user_profile_scope={self.user_profile_scope!r} is invalid. Valid scopes: "
                 f"{', '.join(USER_PROFILE_SCOPES)}."
             )
+        existing = Path(self.cache_dir).resolve()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigurationError(
+                f"llm_cache_dir={self.cache_dir}: {existing} is a file, so the cache folder cannot be made there. "
+                "Fix: --llm_cache_dir=<a folder>, e.g. --llm_cache_dir=cache."
+            )
         if self.torch_threads is not None and (not isinstance(self.torch_threads, int) or self.torch_threads < 1):
             raise ConfigurationError(f"llm_torch_threads={self.torch_threads!r} must be an integer >= 1 or ~.")
 

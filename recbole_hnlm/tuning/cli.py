@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from recbole_hnlm.cli import interruptible
+from recbole_hnlm.cli import interruptible, with_option_hint
 from recbole_hnlm.errors import HNLMError
 from recbole_hnlm.tuning.search import SearchSettings, run_search
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run_search(args.model, args.dataset, args.tune, config_files, overrides, settings)
     except HNLMError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_option_hint(str(error), getattr(error, 'key', ''), parser)}", file=sys.stderr)
         return 2
     finished = sum(trial["status"] == "finished" for trial in report["trials"])
     print(

@@ -272,4 +272,5 @@ def test_a_matrix_of_hundreds_of_runs_asks_for_yes(tmp_path, capsys):
 def test_a_setting_the_bench_does_not_know_is_refused_before_any_run(tmp_path, capsys):
     argv = ["--models=BPR", "--samplers=uniform", "--datasets=ml-100k", "--output=x", f"--out={tmp_path}"]
     assert main(argv) == 2
-    assert "'output' is not a setting" in capsys.readouterr().err and not (tmp_path / "runs.csv").exists()
+    error = capsys.readouterr().err
+    assert "'output' is not a setting" in error and "--out?" in error and not (tmp_path / "runs.csv").exists()

@@ -188,9 +188,7 @@ def test_rlmrec_takes_its_backbones_defaults(settings):
 
 
 def test_rlmrec_refuses_the_hnlm_sampler(settings):
-    with pytest.raises(
-        ConfigurationError, match="but RLMRec wraps a backbone itself.*Fix:"
-    ):
+    with pytest.raises(ConfigurationError, match="but RLMRec wraps a backbone itself.*Fix:"):
         HNLMConfig("RLMRec", SLICE, config_dict={**settings, "neg_sampler": "hnlm"})
 
 
