@@ -1,7 +1,9 @@
-"""Model adapters: the view of a RecBole model that a negative-synthesizing sampler needs.
+"""Model adapters: the view of a RecBole model that samplers scoring or synthesizing negatives in the loss need.
 
 MixGCF and DINS build a negative *embedding* instead of picking an item id, so they cannot train through
-``model.calculate_loss``, which looks negatives up by id. An adapter exposes, for one model class:
+``model.calculate_loss``, which looks negatives up by id; DNS, DNS(M, N) and AHNS pick an id, but score their
+candidates on the embeddings of the loss's own propagation instead of spending a second one in ``model.predict``.
+An adapter exposes, for one model class:
 
 - ``propagate()``: user and item embeddings per propagation layer, ``(n_users, n_layers, dim)`` and
   ``(n_items, n_layers, dim)``. Layer 0 is the ego (free) embedding; a model without propagation has one layer.
@@ -10,6 +12,9 @@ MixGCF and DINS build a negative *embedding* instead of picking an item id, so t
   (MixGCF's f_Q(u, l)): the pooled user for mean and sum pooling, the user's own layer for concat pooling.
 - ``pairwise_loss(interaction, user_e, pos_e, neg_e)``: the model's own training loss, its ranking loss,
   regularisation and auxiliary terms (SGL's contrastive loss), for per-layer embeddings of a batch.
+
+This module also holds what every scorer of candidates shares: ``scoring_mode`` (the one eval-mode, no-gradient
+switch), ``rows_of`` (the one gather) and ``candidate_scores`` (the one way to score candidate ids on embeddings).
 
 Adding a model is one small class, e.g. for a LightGCN-like model::
 
@@ -31,7 +36,8 @@ Adding a model is one small class, e.g. for a LightGCN-like model::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -47,6 +53,55 @@ _POOLINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sum": lambda layers: layers.sum(dim=-2),
     "concat": lambda layers: layers.flatten(start_dim=-2),
 }
+
+
+# Candidates are scored this many embedding values at a time (16 MiB of float32): the gathered candidate rows of a
+# large batch are never allocated at once.
+SCORING_BLOCK = 1 << 22
+
+
+@contextmanager
+def scoring_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients while ``model`` scores; its training flag is restored after.
+
+    ``nn.Module.train``, not ``model.train``/``model.eval``: some RecBole models override train() with side effects
+    (SGL rebuilds its augmented graphs on every call), which scoring must not trigger.
+    """
+    was_training = model.training
+    torch.nn.Module.train(model, False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.nn.Module.train(model, was_training)
+
+
+def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` through index_select, whose backward (index_add) is faster on CPU than indexing's."""
+    return table.index_select(0, ids.reshape(-1)).unflatten(0, ids.shape)
+
+
+def candidate_scores(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Inner products of each row's query with the embeddings of its candidate ``ids`` (rows, M), without autograd.
+
+    ``table`` (n_items, dim) gives scores (rows, M) for ``queries`` (rows, dim). A per-layer ``table``
+    (n_items, layers, dim) gives scores (rows, M, layers), for one query per row shared by every layer
+    (rows, dim) or one per layer (rows, layers, dim). Rows are scored in blocks of ``SCORING_BLOCK`` values.
+    """
+    rows, count = ids.shape
+    step = max(1, SCORING_BLOCK // (count * table[0].numel()))
+    blocks = []
+    with torch.no_grad():
+        for start in range(0, rows, step):
+            query = queries[start : start + step]
+            candidates = rows_of(table, ids[start : start + step])  # (block, M, [layers,] dim)
+            if query.dim() == 2:  # one query for all of a row's vectors: a batched matrix-vector product
+                flat = candidates.reshape(len(query), -1, candidates.shape[-1])
+                scores = torch.bmm(flat, query.unsqueeze(-1)).reshape(candidates.shape[:-1])
+            else:
+                scores = (candidates * query.unsqueeze(1)).sum(dim=-1)
+            blocks.append(scores)
+    return torch.cat(blocks)
 
 
 def linear_propagation(
@@ -86,6 +141,12 @@ class ModelAdapter(ABC):
         """Combine ``(..., n_layers, dim)`` into the embedding the model scores with."""
         return _POOLINGS[self.pooling](layers)
 
+    def batch_layers(self, interaction: Interaction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One propagation: the batch's user and positive layers (rows, n_layers, dim) and every item's layers."""
+        user_layers, item_layers = self.propagate()
+        user_e = rows_of(user_layers, interaction[self.model.USER_ID])
+        return user_e, rows_of(item_layers, interaction[self.model.ITEM_ID]), item_layers
+
     def layer_queries(self, user_layers: torch.Tensor) -> torch.Tensor:
         """Per layer, the user vector that item layer embeddings are scored against, ``(..., n_layers, dim)``.
 
@@ -95,6 +156,13 @@ class ModelAdapter(ABC):
         if self.pooling == "concat":
             return user_layers
         return self.pool(user_layers).unsqueeze(-2).expand_as(user_layers)
+
+    def candidate_layer_scores(
+        self, user_e: torch.Tensor, item_layers: torch.Tensor, candidate_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Per layer, the scores (rows, M, n_layers) of the candidates against the rows' ``layer_queries``."""
+        queries = user_e if self.pooling == "concat" else self.pool(user_e)  # the same query for every layer
+        return candidate_scores(queries, item_layers, candidate_ids)
 
     def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
         """The model's pairwise ranking loss on scores; RecBole's BPRLoss (a batch mean) by default."""
@@ -153,9 +221,15 @@ def adapter_class_for(model_name: str) -> type[ModelAdapter]:
     except KeyError:
         raise UnsupportedModelError(
             f"Model '{model_name}' has no model adapter, which samplers that synthesize negative embeddings "
-            f"(e.g. mixgcf, dins) need. Models with one: {', '.join(sorted(ADAPTER_REGISTRY))}. Fix: pick one of "
-            "those, or register an adapter for your model with recbole_hnlm.model.adapters.register_adapter."
+            "(e.g. mixgcf, dins) or compare cosines (ahns_similarity: cos) need. Models with one: "
+            f"{', '.join(sorted(ADAPTER_REGISTRY))}. Fix: pick one of those, or register an adapter for your model "
+            "with recbole_hnlm.model.adapters.register_adapter."
         ) from None
+
+
+def has_adapter(model_name: str) -> bool:
+    """Whether an adapter is registered for the model class called ``model_name``."""
+    return model_name in ADAPTER_REGISTRY
 
 
 def get_adapter(model: torch.nn.Module) -> ModelAdapter:

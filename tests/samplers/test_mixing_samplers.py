@@ -18,7 +18,7 @@ from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.samplers import get_sampler_class
 from recbole_hnlm.samplers.dins import dins_negative_weights
-from recbole_hnlm.samplers.mixing import MixingSampler, hardest_per_layer, layer_scores
+from recbole_hnlm.samplers.mixing import MixingSampler, hardest_per_layer
 from recbole_hnlm.trainer import create_trainer
 
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -76,6 +76,11 @@ def test_candidate_pools_follow_the_repeated_batch_and_avoid_positives(sample_nu
     assert not any(pair in positives for pair in pool_pairs)
     assert not any(pair in positives for pair in zip(users.tolist(), negatives.tolist(), strict=True))
     assert pools.min() >= 1 and pools.max() < ml100k_train[0].item_num
+
+
+def layer_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The reference: scores (rows, M, layers) of ``candidates`` (rows, M, layers, dim) for ``queries`` per layer."""
+    return (queries.unsqueeze(1) * candidates).sum(dim=-1)
 
 
 @pytest.mark.parametrize("model_name", ["BPR", "LightGCN", "NGCF", "SGL"])
