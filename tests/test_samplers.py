@@ -175,8 +175,7 @@ def pick_in_loss(name, ml100k, model, **settings) -> tuple[Interaction, torch.Te
     users, items = first_rows(ml100k)
     batch = in_loss_batch(sampler, users, items, settings.get("sample_num", 1))
     adapter = get_adapter(model)
-    user_e, _, item_layers = adapter.batch_layers(batch)
-    picked = sampler.pick_in_loss(adapter, batch, user_e, item_layers)
+    picked = sampler.pick_in_loss(adapter, batch, *adapter.propagate())
     return batch, picked, model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
 
 
@@ -235,8 +234,7 @@ def test_both_paths_pick_the_same_negatives_from_the_same_candidates_and_weights
         expected = by_predict.sample(users, items, 2, model=lightgcn).reshape(-1)
         batch = in_loss_batch(in_loss, users, items, 2)
         with torch.no_grad():
-            user_e, _, item_layers = adapter.batch_layers(batch)
-            picked = in_loss.pick_in_loss(adapter, batch, user_e, item_layers)
+            picked = in_loss.pick_in_loss(adapter, batch, *adapter.propagate())
         assert torch.equal(picked, expected)
         assert (picked != batch["neg_candidates"][:, 0]).float().mean() > 0.3, "a pick, not the uniform column"
 
@@ -318,8 +316,7 @@ def test_same_seed_same_negatives(model_name, ml100k, line_model, bpr_model):
         batch = in_loss_batch(sampler, users, items, 2)
         adapter = get_adapter(model)
         with torch.no_grad():
-            user_e, _, item_layers = adapter.batch_layers(batch)
-            return sampler.pick_in_loss(adapter, batch, user_e, item_layers)
+            return sampler.pick_in_loss(adapter, batch, *adapter.propagate())
 
     assert torch.equal(picks(2020), picks(2020))
     assert not torch.equal(picks(2020), picks(99))

@@ -180,13 +180,29 @@ class ModelAdapter(ABC):
         self, interaction: Interaction, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor
     ) -> torch.Tensor:
         """The model's training loss with the negative given as per-layer embeddings instead of an item id."""
-        # As every RecBole graph model's calculate_loss does: training invalidates its cached evaluation embeddings.
-        for cache in ("restore_user_e", "restore_item_e"):
-            if getattr(self.model, cache, None) is not None:
-                setattr(self.model, cache, None)
+        self.invalidate_cached_embeddings()
         user, positive, negative = self.pool(user_e), self.pool(pos_e), self.pool(neg_e)
         loss = self.ranking_loss((user * positive).sum(dim=-1), (user * negative).sum(dim=-1))
         return loss + self.regularisation(user_e, pos_e, neg_e) + self.auxiliary_loss(interaction)
+
+    def item_negative_loss(
+        self, interaction: Interaction, user_layers: torch.Tensor, item_layers: torch.Tensor, negative_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The model's training loss with ``negative_ids`` (rows,) as the negatives, on one propagation's layers.
+
+        By default the batch's rows are gathered per layer for ``pairwise_loss``; an adapter may compute its model's
+        own loss more cheaply, as long as it stays the same loss.
+        """
+        model = self.model
+        user_e = rows_of(user_layers, interaction[model.USER_ID])
+        pos_e = rows_of(item_layers, interaction[model.ITEM_ID])
+        return self.pairwise_loss(interaction, user_e, pos_e, rows_of(item_layers, negative_ids))
+
+    def invalidate_cached_embeddings(self) -> None:
+        """Drop the model's cached evaluation embeddings, as every RecBole graph model's calculate_loss does."""
+        for cache in ("restore_user_e", "restore_item_e"):
+            if getattr(self.model, cache, None) is not None:
+                setattr(self.model, cache, None)
 
 
 ADAPTER_REGISTRY: dict[str, type[ModelAdapter]] = {}
@@ -266,6 +282,20 @@ class LightGCNAdapter(ModelAdapter):
         model = self.model
         penalty = model.reg_loss(user_e[:, 0], pos_e[:, 0], neg_e[:, 0], require_pow=model.require_pow)
         return model.reg_weight * penalty
+
+    def item_negative_loss(
+        self, interaction: Interaction, user_layers: torch.Tensor, item_layers: torch.Tensor, negative_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """LightGCN.calculate_loss on the given layers: pooled tables, then the batch's rows (not every layer's)."""
+        model = self.model
+        self.invalidate_cached_embeddings()
+        users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
+        user_table, item_table = self.pool(user_layers), self.pool(item_layers)
+        user = rows_of(user_table, users)
+        scores = (user.unsqueeze(1) * rows_of(item_table, torch.stack([positives, negative_ids], dim=1))).sum(dim=-1)
+        ego = (model.user_embedding(users), model.item_embedding(positives), model.item_embedding(negative_ids))
+        penalty = model.reg_loss(*ego, require_pow=model.require_pow)
+        return self.ranking_loss(scores[:, 0], scores[:, 1]) + model.reg_weight * penalty
 
 
 @register_adapter("SGL")

@@ -224,20 +224,21 @@ class ModelScoredSampler(CandidatePoolSampler):
 
     def scored_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
         """Propagate once, pick each row's negative among its candidates, and return the model's loss on it."""
-        user_e, pos_e, item_layers = adapter.batch_layers(interaction)
-        negatives = self.pick_in_loss(adapter, interaction, user_e, item_layers)
-        return adapter.pairwise_loss(interaction, user_e, pos_e, rows_of(item_layers, negatives))
+        user_layers, item_layers = adapter.propagate()
+        negatives = self.pick_in_loss(adapter, interaction, user_layers, item_layers)
+        return adapter.item_negative_loss(interaction, user_layers, item_layers, negatives)
 
     def pick_in_loss(
-        self, adapter: ModelAdapter, interaction: Interaction, user_e: torch.Tensor, item_layers: torch.Tensor
+        self, adapter: ModelAdapter, interaction: Interaction, user_layers: torch.Tensor, item_layers: torch.Tensor
     ) -> torch.Tensor:
-        """Each row's picked candidate id (rows,), scored on the pooled embeddings of the loss's propagation.
+        """Each row's picked candidate id (rows,), scored on the pooled embeddings of one propagation's layers.
 
         The whole item table is pooled, as the model's own forward pass does: that costs less than the propagation.
         """
         candidates = interaction[self.candidates_field]
         with torch.no_grad():
-            users, items = self.scoring_vectors(adapter.pool(user_e), adapter.pool(item_layers))
+            users = adapter.pool(rows_of(user_layers, interaction[self.uid_field]))
+            users, items = self.scoring_vectors(users, adapter.pool(item_layers))
             scores = candidate_scores(users, items, candidates)
             positive = None
             if self.uses_positive_score:

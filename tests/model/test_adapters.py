@@ -68,6 +68,23 @@ def test_pairwise_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_tra
     torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ADAPTED)
+def test_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_train):
+    """item_negative_loss (LightGCN's own, cheaper form; the per-layer default elsewhere) is calculate_loss."""
+    train_dataset, batch = ml100k_train
+    model = build_model(name, train_dataset)
+    adapter = get_adapter(model)
+    weights = model.user_embedding.weight
+    torch.manual_seed(0)  # NGCF's message dropout draws the same masks in both passes
+    expected = model.calculate_loss(batch)
+    expected_gradient = torch.autograd.grad(expected, weights)[0]
+    torch.manual_seed(0)
+    actual = adapter.item_negative_loss(batch, *adapter.propagate(), batch[model.NEG_ITEM_ID])
+    torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(actual, weights)[0], expected_gradient, rtol=1e-4, atol=1e-7)
+    assert expected_gradient.abs().sum() > 0
+
+
 def test_lightgcn_regularisation_follows_require_pow(ml100k_train):
     train_dataset, batch = ml100k_train
     model = build_model("LightGCN", train_dataset, require_pow=True, reg_weight=0.5)
