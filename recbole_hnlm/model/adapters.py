@@ -35,6 +35,7 @@ Adding a model is one small class, e.g. for a LightGCN-like model::
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,8 +56,8 @@ _POOLINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-# Candidates are scored this many embedding values at a time (16 MiB of float32): the gathered candidate rows of a
-# large batch are never allocated at once.
+# Off the CPU, candidates are scored this many embedding values at a time (16 MiB of float32): the gathered
+# candidate rows of a large batch are never allocated at once.
 SCORING_BLOCK = 1 << 22
 
 
@@ -86,21 +87,63 @@ def candidate_scores(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tens
 
     ``table`` (n_items, dim) gives scores (rows, M) for ``queries`` (rows, dim). A per-layer ``table``
     (n_items, layers, dim) gives scores (rows, M, layers), for one query per row shared by every layer
-    (rows, dim) or one per layer (rows, layers, dim). Rows are scored in blocks of ``SCORING_BLOCK`` values.
+    (rows, dim) or one per layer (rows, layers, dim).
+
+    On the CPU the products are taken in place (a sampled matrix product), 4-20x faster than gathering the
+    candidates' embeddings first (measured on ml-100k batches); elsewhere the candidates are gathered and multiplied.
     """
+    with torch.no_grad():
+        if table.device.type == "cpu":
+            return _sampled_scores(queries, table, ids)
+        return _gathered_scores(queries, table, ids)
+
+
+def _sampled_scores(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``candidate_scores`` as ``torch.sparse.sampled_addmm``: queries x table^T, at the candidates' positions only.
+
+    The pattern has a row per query (per row, or per row and layer) and a column per item (and layer). A row can hold
+    the same candidate twice, which CSR's sorted-and-distinct invariant forbids; torch's CPU kernel computes every
+    stored entry on its own, so the invariant is waived (tests/model/test_adapters.py checks repeats against the
+    gathered scores). cuSPARSE may rely on it, hence the gathered path off the CPU.
+    """
+    rows, count = ids.shape
+    layers = table.shape[1] if table.dim() == 3 else 1
+    dim = table.shape[-1]
+    columns = ids.unsqueeze(-1) * layers + torch.arange(layers, device=ids.device)  # (rows, M, layers)
+    own_queries = queries.dim() == 3  # one query per layer: pattern rows (row, layer), M columns each
+    if own_queries:
+        columns = columns.transpose(1, 2)
+        queries = queries.reshape(rows * layers, dim)
+    per_row = count if own_queries else count * layers
+    crow = torch.arange(0, columns.numel() + 1, per_row, device=ids.device)
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            crow,
+            columns.reshape(-1),
+            torch.empty(columns.numel(), dtype=queries.dtype, device=ids.device),
+            size=(len(queries), table.shape[0] * layers),
+            check_invariants=False,
+        )
+        values = torch.sparse.sampled_addmm(pattern, queries, table.reshape(-1, dim).T, beta=0.0).values()
+    if own_queries:
+        return values.reshape(rows, layers, count).transpose(1, 2)
+    return values.reshape(rows, count, layers) if table.dim() == 3 else values.reshape(rows, count)
+
+
+def _gathered_scores(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``candidate_scores`` by gathering the candidates' embeddings, ``SCORING_BLOCK`` values at a time."""
     rows, count = ids.shape
     step = max(1, SCORING_BLOCK // (count * table[0].numel()))
     blocks = []
-    with torch.no_grad():
-        for start in range(0, rows, step):
-            query = queries[start : start + step]
-            candidates = rows_of(table, ids[start : start + step])  # (block, M, [layers,] dim)
-            if query.dim() == 2:  # one query for all of a row's vectors: a batched matrix-vector product
-                flat = candidates.reshape(len(query), -1, candidates.shape[-1])
-                scores = torch.bmm(flat, query.unsqueeze(-1)).reshape(candidates.shape[:-1])
-            else:
-                scores = (candidates * query.unsqueeze(1)).sum(dim=-1)
-            blocks.append(scores)
+    for start in range(0, rows, step):
+        query = queries[start : start + step]
+        candidates = rows_of(table, ids[start : start + step])  # (block, M, [layers,] dim)
+        if query.dim() == 2:  # one query for all of a row's vectors: a batched matrix-vector product
+            flat = candidates.reshape(len(query), -1, candidates.shape[-1])
+            blocks.append(torch.bmm(flat, query.unsqueeze(-1)).reshape(candidates.shape[:-1]))
+        else:
+            blocks.append((candidates * query.unsqueeze(1)).sum(dim=-1))
     return torch.cat(blocks)
 
 

@@ -10,7 +10,15 @@ from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
 from recbole_hnlm.model import adapters, get_model
-from recbole_hnlm.model.adapters import BPRAdapter, ModelAdapter, adapter_class_for, get_adapter, register_adapter
+from recbole_hnlm.model.adapters import (
+    BPRAdapter,
+    ModelAdapter,
+    adapter_class_for,
+    candidate_scores,
+    get_adapter,
+    register_adapter,
+    scoring_mode,
+)
 
 QUIET = {"state": "ERROR", "show_progress": False}
 ADAPTED = ["BPR", "LightGCN", "NGCF", "SGL"]
@@ -151,3 +159,34 @@ def test_register_adapter_checks_what_it_registers(monkeypatch):
 
     with pytest.raises(ConfigurationError, match="not a ModelAdapter"):
         register_adapter("NotAnAdapter")(object)
+
+
+@pytest.mark.parametrize(
+    ("table_shape", "query_shape"),
+    [((50, 8), (6, 8)), ((50, 3, 8), (6, 8)), ((50, 3, 8), (6, 3, 8))],
+    ids=["pooled", "layers-shared-query", "layers-own-query"],
+)
+def test_candidate_scores_are_the_inner_products_on_both_paths(table_shape, query_shape):
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(table_shape, generator=generator)
+    queries = torch.randn(query_shape, generator=generator)
+    ids = torch.randint(0, 50, (6, 7), generator=generator)
+    ids[:, 3] = ids[:, 1]  # every row holds a candidate twice: a sampled product's pattern then repeats a column
+    per_layer = queries if len(query_shape) == 3 else queries.unsqueeze(1).expand(6, table.shape[1], 8)
+    expected = (
+        (table[ids] * queries.unsqueeze(1)).sum(-1)
+        if len(table_shape) == 2
+        else (table[ids] * per_layer.unsqueeze(1)).sum(-1)
+    )
+    torch.testing.assert_close(candidate_scores(queries, table, ids), expected)  # the CPU's sampled product
+    torch.testing.assert_close(adapters._gathered_scores(queries, table, ids), expected)  # the path off the CPU
+    assert not candidate_scores(queries.requires_grad_(), table, ids).requires_grad
+
+
+def test_scoring_mode_restores_the_training_flag_without_calling_train(ml100k_train):
+    model = build_model("SGL", ml100k_train[0])
+    views = model.sub_graph1
+    with scoring_mode(model):
+        assert not model.training and not torch.is_grad_enabled()
+    assert model.training and torch.is_grad_enabled()
+    assert model.sub_graph1 is views, "SGL's train() rebuilds its augmented graphs; scoring must not call it"
