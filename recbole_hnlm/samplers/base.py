@@ -95,18 +95,24 @@ class NegativeSampler(ABC):
 
     def draw_uniform(self, user_ids: np.ndarray, count: int) -> np.ndarray:
         """Draw ``count`` items per user uniformly from items the user has no training interaction with."""
-        items = self.rng.integers(1, self.n_items, size=(count, len(user_ids)))
-        return self._redraw_positives(user_ids, items, lambda size: self.rng.integers(1, self.n_items, size))
+        items = self.uniform_items((count, len(user_ids)))
+        return self._redraw_positives(user_ids, items, self.uniform_items)
+
+    def uniform_items(self, size) -> np.ndarray:
+        """Item ids drawn uniformly from the catalogue (never 0, RecBole's padding id)."""
+        return self.rng.integers(1, self.n_items, size=size)
 
     def _redraw_positives(self, user_ids: np.ndarray, items: np.ndarray, draw) -> np.ndarray:
-        """Replace every training positive in ``items`` (count, batch) by a fresh draw until none is left."""
+        """Replace every training positive in ``items`` (a shape ``user_ids`` broadcasts to) until none is left."""
         users = np.broadcast_to(user_ids, items.shape)
         bad = np.flatnonzero(self.positives.contains(users, items))
-        while len(bad):
-            flat = items.reshape(-1)
-            flat[bad] = draw(len(bad))
-            still = self.positives.contains(users.reshape(-1)[bad], flat[bad])
-            bad = bad[still]
+        if len(bad):
+            flat = items.reshape(-1)  # a view: items is freshly drawn, hence contiguous
+            bad_users = users.reshape(-1)[bad]
+            while len(bad):
+                flat[bad] = draw(len(bad))
+                still = self.positives.contains(bad_users, flat[bad])
+                bad, bad_users = bad[still], bad_users[still]
         return items
 
 
@@ -159,20 +165,22 @@ class CandidatePoolSampler(NegativeSampler):
         check_candidate_num(config, cls.name)
 
     def draw_pool(self, user_ids: np.ndarray, num: int) -> np.ndarray:
-        """``candidate_num`` uniform candidates per row of RecBole's repeated batch, as ``(candidate_num, rows)``."""
-        return self.draw_uniform(np.tile(user_ids, num), self.candidate_num)
+        """``candidate_num`` uniform candidates per row of RecBole's repeated batch, as ``(num * batch, M)``."""
+        rows = np.tile(user_ids, num)[:, None]
+        items = self.uniform_items((len(rows), self.candidate_num))
+        return self._redraw_positives(rows, items, self.uniform_items)
 
     def sample_from_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
         """Draw the pool of the batch (``candidate_num`` per row); return its first column, shaped (num, batch)."""
         self._pool = self.draw_pool(user_ids, num)
-        return torch.from_numpy(self._pool[0].reshape(num, len(user_ids)).copy())
+        return torch.from_numpy(np.ascontiguousarray(self._pool[:, 0]).reshape(num, len(user_ids)))
 
     def candidate_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
         """The pool ``sample_from_pool`` drew for this batch, ``(num * batch, candidate_num)`` (drawn here if none)."""
         pool, self._pool = self._pool, None
-        if pool is None or pool.shape[1] != num * len(user_ids):
+        if pool is None or len(pool) != num * len(user_ids):
             pool = self.draw_pool(user_ids, num)
-        return torch.from_numpy(np.ascontiguousarray(pool.T))
+        return torch.from_numpy(pool)
 
 
 class ModelScoredSampler(CandidatePoolSampler):
@@ -259,7 +267,7 @@ class ModelScoredSampler(CandidatePoolSampler):
                 "Fix: train through recbole_hnlm (run_recbole_hnlm.py or quick_start.run), whose Trainer hands "
                 "the model over, or call train_data.get_model(model) before iterating."
             )
-        candidates = torch.from_numpy(np.ascontiguousarray(self.draw_pool(user_ids.numpy(), num).T))
+        candidates = torch.from_numpy(self.draw_pool(user_ids.numpy(), num))
         block = candidates
         if self.uses_positive_score:
             block = torch.cat([candidates, item_ids.repeat(num).unsqueeze(1)], dim=1)

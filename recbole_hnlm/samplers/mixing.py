@@ -38,8 +38,8 @@ def hardest_per_layer(
     """
     n_items, n_layers, dim = item_layers.shape
     with torch.no_grad():
-        scores = adapter.candidate_layer_scores(user_e, item_layers, candidate_ids)  # (rows, M, layers)
-        picked = candidate_ids.gather(1, scores.argmax(dim=1))  # (rows, layers) item ids
+        scores = adapter.candidate_layer_scores(user_e, item_layers, candidate_ids)  # (rows, layers, M)
+        picked = candidate_ids.gather(1, scores.argmax(dim=-1))  # (rows, layers) item ids
     layer_rows = picked * n_layers + torch.arange(n_layers, device=picked.device)
     return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows)
 

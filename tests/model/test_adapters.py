@@ -172,12 +172,11 @@ def test_candidate_scores_are_the_inner_products_on_both_paths(table_shape, quer
     queries = torch.randn(query_shape, generator=generator)
     ids = torch.randint(0, 50, (6, 7), generator=generator)
     ids[:, 3] = ids[:, 1]  # every row holds a candidate twice: a sampled product's pattern then repeats a column
-    per_layer = queries if len(query_shape) == 3 else queries.unsqueeze(1).expand(6, table.shape[1], 8)
-    expected = (
-        (table[ids] * queries.unsqueeze(1)).sum(-1)
-        if len(table_shape) == 2
-        else (table[ids] * per_layer.unsqueeze(1)).sum(-1)
-    )
+    if len(table_shape) == 2:
+        expected = (table[ids] * queries.unsqueeze(1)).sum(-1)  # (rows, M)
+    else:
+        per_layer = queries if len(query_shape) == 3 else queries.unsqueeze(1).expand(6, table.shape[1], 8)
+        expected = (table[ids] * per_layer.unsqueeze(1)).sum(-1).transpose(1, 2)  # (rows, layers, M)
     torch.testing.assert_close(candidate_scores(queries, table, ids), expected)  # the CPU's sampled product
     torch.testing.assert_close(adapters._gathered_scores(queries, table, ids), expected)  # the path off the CPU
     assert not candidate_scores(queries.requires_grad_(), table, ids).requires_grad
