@@ -33,7 +33,8 @@ from sampler_speed import build_variant  # noqa: E402
 # (owner, attribute, label): every function whose calls become a labelled range of the profile.
 PHASES = [
     (torch.utils.data.dataloader._SingleProcessDataLoaderIter, "_next_data", "batch: build (collate + sampler)"),
-    (base.NegativeSampler, "draw_uniform", "batch: draw candidates, reject positives"),
+    (base.NegativeSampler, "draw_uniform", "batch: draw uniform negatives, reject positives"),
+    (base.CandidatePoolSampler, "draw_pool", "batch: draw candidate pool, reject positives"),
     (base.CandidatePoolSampler, "candidate_pool", "batch: pool to torch"),
     (hnlm.SemanticNegativeSampler, "extra_batch_fields", "batch: hnlm fields (cache look-up)"),
     (adapters.ModelAdapter, "batch_layers", "loss: propagate + gather batch rows"),
