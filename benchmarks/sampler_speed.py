@@ -115,8 +115,9 @@ def measure(dataset: str, model: str, args, threads: int) -> list[dict]:
 def summary_table(rows: list[dict]) -> str:
     """Markdown: per run and sampler, median wall and CPU seconds per epoch, their ratios to uniform, the target.
 
-    The target is met on the wall-time ratio, as the issue states it. On a machine shared with other jobs wall time
-    swings with their load, the process's CPU time (1 thread) much less, so its ratio is the steadier one there.
+    A target counts as met when both ratios are within it. On a machine shared with other jobs wall time swings with
+    their load, the process's CPU time (1 thread) much less, so its ratio is the steadier one there; on a quiet
+    machine the two agree.
     """
     lines = [
         "| dataset | model | threads | sampler | s/epoch | ratio | CPU s/epoch | CPU ratio | target | met |",
@@ -135,7 +136,7 @@ def summary_table(rows: list[dict]) -> str:
             ratio = seconds / statistics.median(wall[BASELINE])
             cpu_ratio = cpu_seconds / statistics.median(cpu[BASELINE])
             target = TARGETS.get(label)
-            met = "" if target is None else ("yes" if ratio <= target else "no")
+            met = "" if target is None else ("yes" if max(ratio, cpu_ratio) <= target else "no")
             lines.append(
                 f"| {' | '.join(map(str, run))} | {label} | {seconds:.3f} | {ratio:.2f}x | {cpu_seconds:.3f} | "
                 f"{cpu_ratio:.2f}x | {f'<= {target}x' if target else ''} | {met} |"
