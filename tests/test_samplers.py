@@ -167,6 +167,12 @@ def in_loss_batch(sampler, users, items, num: int) -> Interaction:
     return Interaction({**fields, **sampler.extra_batch_fields(users, items, num)})
 
 
+def pick_on_propagation(sampler, adapter, batch) -> torch.Tensor:
+    """The sampler's in-loss pick on one propagation of the adapter's model."""
+    user_layers, item_layers = adapter.propagate()
+    return sampler.pick_in_loss(adapter, batch, user_layers, adapter.pool(item_layers).detach())
+
+
 def pick_in_loss(name, ml100k, model, **settings) -> tuple[Interaction, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The in-loss path on BPR: (batch, picked ids, user embeddings, item embeddings)."""
     config = sampler_config(name, **settings)
@@ -175,7 +181,7 @@ def pick_in_loss(name, ml100k, model, **settings) -> tuple[Interaction, torch.Te
     users, items = first_rows(ml100k)
     batch = in_loss_batch(sampler, users, items, settings.get("sample_num", 1))
     adapter = get_adapter(model)
-    picked = sampler.pick_in_loss(adapter, batch, *adapter.propagate())
+    picked = pick_on_propagation(sampler, adapter, batch)
     return batch, picked, model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
 
 
@@ -234,7 +240,7 @@ def test_both_paths_pick_the_same_negatives_from_the_same_candidates_and_weights
         expected = by_predict.sample(users, items, 2, model=lightgcn).reshape(-1)
         batch = in_loss_batch(in_loss, users, items, 2)
         with torch.no_grad():
-            picked = in_loss.pick_in_loss(adapter, batch, *adapter.propagate())
+            picked = pick_on_propagation(in_loss, adapter, batch)
         assert torch.equal(picked, expected)
         assert (picked != batch["neg_candidates"][:, 0]).float().mean() > 0.3, "a pick, not the uniform column"
 
@@ -316,7 +322,7 @@ def test_same_seed_same_negatives(model_name, ml100k, line_model, bpr_model):
         batch = in_loss_batch(sampler, users, items, 2)
         adapter = get_adapter(model)
         with torch.no_grad():
-            return sampler.pick_in_loss(adapter, batch, *adapter.propagate())
+            return pick_on_propagation(sampler, adapter, batch)
 
     assert torch.equal(picks(2020), picks(2020))
     assert not torch.equal(picks(2020), picks(99))

@@ -228,12 +228,18 @@ class ModelAdapter(ABC):
         return loss + self.regularisation(user_e, pos_e, neg_e) + self.auxiliary_loss(interaction)
 
     def item_negative_loss(
-        self, interaction: Interaction, user_layers: torch.Tensor, item_layers: torch.Tensor, negative_ids: torch.Tensor
+        self,
+        interaction: Interaction,
+        user_layers: torch.Tensor,
+        item_layers: torch.Tensor,
+        negative_ids: torch.Tensor,
+        item_table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The model's training loss with ``negative_ids`` (rows,) as the negatives, on one propagation's layers.
 
         By default the batch's rows are gathered per layer for ``pairwise_loss``; an adapter may compute its model's
-        own loss more cheaply, as long as it stays the same loss.
+        own loss more cheaply, as long as it stays the same loss. ``item_table``, ``pool(item_layers)`` with
+        gradients, is passed where the caller has pooled already.
         """
         model = self.model
         user_e = rows_of(user_layers, interaction[model.USER_ID])
@@ -326,14 +332,19 @@ class LightGCNAdapter(ModelAdapter):
         return model.reg_weight * penalty
 
     def item_negative_loss(
-        self, interaction: Interaction, user_layers: torch.Tensor, item_layers: torch.Tensor, negative_ids: torch.Tensor
+        self,
+        interaction: Interaction,
+        user_layers: torch.Tensor,
+        item_layers: torch.Tensor,
+        negative_ids: torch.Tensor,
+        item_table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """LightGCN.calculate_loss on the given layers: pooled tables, then the batch's rows (not every layer's)."""
         model = self.model
         self.invalidate_cached_embeddings()
         users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
-        user_table, item_table = self.pool(user_layers), self.pool(item_layers)
-        user = rows_of(user_table, users)
+        item_table = self.pool(item_layers) if item_table is None else item_table
+        user = rows_of(self.pool(user_layers), users)
         scores = (user.unsqueeze(1) * rows_of(item_table, torch.stack([positives, negative_ids], dim=1))).sum(dim=-1)
         ego = (model.user_embedding(users), model.item_embedding(positives), model.item_embedding(negative_ids))
         penalty = model.reg_loss(*ego, require_pow=model.require_pow)

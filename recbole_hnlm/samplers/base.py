@@ -231,22 +231,23 @@ class ModelScoredSampler(CandidatePoolSampler):
         return partial(self.scored_loss, get_adapter(model)) if self.scores_in_loss else None
 
     def scored_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
-        """Propagate once, pick each row's negative among its candidates, and return the model's loss on it."""
+        """Propagate once, pick each row's negative among its candidates, and return the model's loss on it.
+
+        The item table is pooled once, with gradients: scoring reads it detached, and the loss may reuse it.
+        """
         user_layers, item_layers = adapter.propagate()
-        negatives = self.pick_in_loss(adapter, interaction, user_layers, item_layers)
-        return adapter.item_negative_loss(interaction, user_layers, item_layers, negatives)
+        item_table = adapter.pool(item_layers)
+        negatives = self.pick_in_loss(adapter, interaction, user_layers, item_table.detach())
+        return adapter.item_negative_loss(interaction, user_layers, item_layers, negatives, item_table)
 
     def pick_in_loss(
-        self, adapter: ModelAdapter, interaction: Interaction, user_layers: torch.Tensor, item_layers: torch.Tensor
+        self, adapter: ModelAdapter, interaction: Interaction, user_layers: torch.Tensor, item_table: torch.Tensor
     ) -> torch.Tensor:
-        """Each row's picked candidate id (rows,), scored on the pooled embeddings of one propagation's layers.
-
-        The whole item table is pooled, as the model's own forward pass does: that costs less than the propagation.
-        """
+        """Each row's picked candidate id (rows,), scored on pooled embeddings: the batch's users, ``item_table``."""
         candidates = interaction[self.candidates_field]
         with torch.no_grad():
             users = adapter.pool(rows_of(user_layers, interaction[self.uid_field]))
-            users, items = self.scoring_vectors(users, adapter.pool(item_layers))
+            users, items = self.scoring_vectors(users, item_table)
             scores = candidate_scores(users, items, candidates)
             positive = None
             if self.uses_positive_score:
