@@ -121,7 +121,7 @@ def _sampled_scores(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tenso
         pattern = torch.sparse_csr_tensor(
             crow,
             columns.reshape(-1),
-            torch.empty(columns.numel(), dtype=queries.dtype, device=ids.device),
+            torch.zeros(columns.numel(), dtype=queries.dtype, device=ids.device),  # beta * NaN would be NaN
             size=(len(queries), table.shape[0] * layers),
             check_invariants=False,
         )

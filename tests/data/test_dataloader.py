@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from recbole_hnlm.config import HNLMConfig
-from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader, check_single_process
+from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
+from recbole_hnlm.data.single_process import check_single_process
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.quick_start import run
 

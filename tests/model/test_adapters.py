@@ -189,3 +189,14 @@ def test_scoring_mode_restores_the_training_flag_without_calling_train(ml100k_tr
         assert not model.training and not torch.is_grad_enabled()
     assert model.training and torch.is_grad_enabled()
     assert model.sub_graph1 is views, "SGL's train() rebuilds its augmented graphs; scoring must not call it"
+
+
+def test_candidate_scores_never_read_uninitialised_memory():
+    """A sampled product adds beta * its pattern's values, and 0 * NaN is NaN: the pattern must hold zeros."""
+    generator = torch.Generator().manual_seed(1)
+    table, queries = torch.randn(40, 3, 8, generator=generator), torch.randn(64, 8, generator=generator)
+    ids = torch.randint(0, 40, (64, 5), generator=generator)
+    for _ in range(50):
+        junk = torch.full((64 * 3 * 5,), float("nan"))
+        del junk  # its freed block is what an uninitialised allocation of that size would hold
+        assert torch.isfinite(candidate_scores(queries, table, ids)).all()
