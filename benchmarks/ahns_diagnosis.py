@@ -47,27 +47,20 @@ class RecordingAdaptiveHardnessSampler(AdaptiveHardnessSampler):
                 "cosine variant rescales them inside sample(). Fix: drop --ahns_similarity."
             )
 
-    def score_candidates(self, model, user_ids, num, also_score=None):
-        scored = super().score_candidates(model, user_ids, num, also_score=also_score)
-        self._last = scored
-        return scored
-
-    def sample(self, user_ids, item_ids, num, model=None):
-        chosen = super().sample(user_ids, item_ids, num, model=model)
-        candidates, scores, positive = self._last
-        picked = (candidates == chosen.unsqueeze(1)).float().argmax(dim=1, keepdim=True)
-        rank = (scores > scores.gather(1, picked)).sum(dim=1).float()  # 0 = the hardest candidate
+    def pick(self, scores, positive_scores):
+        picked = super().pick(scores, positive_scores)
+        rank = (scores > scores.gather(1, picked.unsqueeze(1))).sum(dim=1).float()  # 0 = the hardest candidate
         self.batches.append(
             {
-                "positive": positive.mean().item(),
-                "target": self.target(positive).mean().item(),
+                "positive": positive_scores.mean().item(),
+                "target": self.target(positive_scores).mean().item(),
                 "candidate": scores.mean().item(),
                 "rank": rank.mean().item(),
                 "hardest": (rank == 0).float().mean().item(),
                 "easiest": (rank == self.candidate_num - 1).float().mean().item(),
             }
         )
-        return chosen
+        return picked
 
 
 def per_epoch(batches: list[dict], batches_per_epoch: int) -> list[dict]:

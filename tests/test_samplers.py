@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
 from recbole_hnlm.errors import ConfigurationError, UnknownNameError, UnsupportedModelError
-from recbole_hnlm.model import get_model
+from recbole_hnlm.model import adapters, get_model
+from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, NegativeSampler, TrainingPositives, register_sampler
 from recbole_hnlm.samplers import base as sampler_base
+from recbole_hnlm.trainer import create_trainer
 
 BUILT_IN = ["uniform", "popularity", "dns", "dns_mn", "ahns"]
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -57,6 +60,8 @@ def test_negatives_are_never_training_positives(name, sample_num, ml100k, bpr_mo
         assert len(negatives) == len(users)
         assert negatives.min() >= 1 and negatives.max() < train_dataset.item_num
         assert not any(int(item) in positives[user] for user, item in zip(users, negatives, strict=True))
+        for column in batch["neg_candidates"].T if "neg_candidates" in batch else []:  # the pool of in-loss picks
+            assert not any(int(item) in positives[user] for user, item in zip(users, column.numpy(), strict=True))
         # sample_num negatives per positive: the positives repeat sample_num times, block by block.
         block = len(users) // sample_num
         assert np.array_equal(users[:block], users[block : 2 * block]) or sample_num == 1
@@ -84,7 +89,7 @@ def test_training_positives_lookup_matches_python_sets(ml100k, monkeypatch, bits
 
 
 class ScoreSpy:
-    """Records what the samplers scored, delegating to the real scoring."""
+    """Records what the samplers scored with ``model.predict``, delegating to the real scoring."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -96,72 +101,178 @@ class ScoreSpy:
         return scores
 
 
+@pytest.fixture(scope="module")
+def line_model(ml100k):
+    """LINE has no model adapter: model-scored samplers score its candidates with predict()."""
+    init_seed(7, True)
+    return get_model("LINE")(HNLMConfig("LINE", "ml-100k", config_dict=QUIET), ml100k[2]._dataset)
+
+
+def first_rows(ml100k, count: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    inter = ml100k[2]._dataset.inter_feat
+    return inter["user_id"][:count], inter["item_id"][:count]
+
+
 def sample_with_spy(name, ml100k, model, monkeypatch, **settings):
+    """The predict path: ``name`` on LINE, with each scoring call recorded; candidates and scores are (rows, M[+1])."""
     spy = ScoreSpy()
     monkeypatch.setattr(sampler_base, "score_items", spy)
-    config = sampler_config(name, **settings)
+    config = HNLMConfig("LINE", "ml-100k", config_dict={**QUIET, "neg_sampler": name, **settings})
     sampler = SAMPLER_REGISTRY[name](config, ml100k[2]._dataset)
-    inter = ml100k[2]._dataset.inter_feat
-    users = inter[config["USER_ID_FIELD"]][:512]
-    items = inter[config["ITEM_ID_FIELD"]][:512]
+    assert not sampler.scores_in_loss and sampler.training_loss(model) is None
+    users, items = first_rows(ml100k)
     picked = sampler.sample(users, items, settings.get("sample_num", 1), model=model)
+    assert sampler.extra_batch_fields(users, items, settings.get("sample_num", 1)) == {}
     assert len(spy.calls) == 1, "candidates must be scored in one predict call"
     scored_items, scores = spy.calls[0]
     return sampler, users, items, picked, scored_items, scores
 
 
-def test_dns_picks_the_top_scored_candidate(ml100k, bpr_model, monkeypatch):
-    sampler, _, _, picked, candidates, scores = sample_with_spy(
-        "dns", ml100k, bpr_model, monkeypatch, candidate_num=8, sample_num=2
+def test_dns_picks_the_top_scored_candidate(ml100k, line_model, monkeypatch):
+    _, users, _, picked, candidates, scores = sample_with_spy(
+        "dns", ml100k, line_model, monkeypatch, candidate_num=8, sample_num=2
     )
-    candidates = candidates.reshape(2, 8, -1)
-    scores = scores.reshape(2, 8, -1)
+    assert candidates.shape == scores.shape == (2 * len(users), 8)
     expected = candidates.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
-    assert torch.equal(picked, expected)
-    picked_scores = scores.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
-    assert (picked_scores >= scores.max(1).values).all()
+    assert torch.equal(picked.reshape(-1), expected)
+    assert (picked.reshape(-1) != candidates[:, 0]).float().mean() > 0.5, "the pick, not the first candidate"
 
 
-def test_dns_mn_picks_among_the_top_n(ml100k, bpr_model, monkeypatch):
+def test_dns_mn_picks_among_the_top_n(ml100k, line_model, monkeypatch):
     _, _, _, picked, candidates, scores = sample_with_spy(
-        "dns_mn", ml100k, bpr_model, monkeypatch, candidate_num=10, dns_top_n=3
+        "dns_mn", ml100k, line_model, monkeypatch, candidate_num=10, dns_top_n=3
     )
-    candidates = candidates.reshape(10, -1)
-    scores = scores.reshape(10, -1)
-    top = candidates.gather(0, scores.topk(3, dim=0).indices)
-    assert (top == picked.reshape(1, -1)).any(0).all()
+    top = candidates.gather(1, scores.topk(3, dim=1).indices)
+    assert (top == picked.reshape(-1, 1)).any(1).all()
     # Not always the best one: with N = 3 about two thirds of the picks are not the top candidate.
-    best = candidates.gather(0, scores.argmax(0, keepdim=True))
-    assert (picked != best).float().mean() > 0.4
+    best = candidates.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
+    assert (picked.reshape(-1) != best).float().mean() > 0.4
 
 
-def test_ahns_picks_the_score_closest_to_its_adaptive_target(ml100k, bpr_model, monkeypatch):
+def test_ahns_picks_the_score_closest_to_its_adaptive_target(ml100k, line_model, monkeypatch):
     _, _, items, picked, scored, scores = sample_with_spy(
-        "ahns", ml100k, bpr_model, monkeypatch, candidate_num=12, ahns_alpha=1.0, ahns_beta=0.1, ahns_p=-2
+        "ahns", ml100k, line_model, monkeypatch, candidate_num=12, ahns_alpha=1.0, ahns_beta=0.1, ahns_p=-2
     )
-    assert torch.equal(scored[-1], items), "the positive is scored in the same call, last"
-    positive_scores = scores[-1]
-    candidates, candidate_scores = scored[:-1], scores[:-1]
-    target = 0.1 * (positive_scores + 1.0) ** -1
-    distance = (candidate_scores - target).abs()
-    expected = candidates.gather(0, distance.argmin(0, keepdim=True)).squeeze(0)
+    assert torch.equal(scored[:, -1], items), "the positive is scored in the same call, last"
+    target = 0.1 * (scores[:, -1] + 1.0) ** -1
+    distance = (scores[:, :-1] - target.unsqueeze(1)).abs()
+    expected = scored[:, :-1].gather(1, distance.argmin(1, keepdim=True)).squeeze(1)
     assert torch.equal(picked.reshape(-1), expected)
 
 
-def test_ahns_with_cosines_picks_the_cosine_closest_to_its_target(ml100k, bpr_model, monkeypatch):
-    _, users, _, picked, scored, scores = sample_with_spy(
-        "ahns", ml100k, bpr_model, monkeypatch, candidate_num=12, ahns_similarity="cos"
+def in_loss_batch(sampler, users, items, num: int) -> Interaction:
+    """A training batch as the dataloader builds it for a sampler that picks in the loss."""
+    first = sampler.sample(users, items, num)
+    fields = {"user_id": users.repeat(num), "item_id": items.repeat(num), "neg_item_id": first.reshape(-1)}
+    return Interaction({**fields, **sampler.extra_batch_fields(users, items, num)})
+
+
+def pick_on_propagation(sampler, adapter, batch) -> torch.Tensor:
+    """The sampler's in-loss pick on one propagation of the adapter's model."""
+    user_layers, item_layers = adapter.propagate()
+    return sampler.pick_in_loss(adapter, batch, user_layers, adapter.pool(item_layers).detach())
+
+
+def pick_in_loss(name, ml100k, model, **settings) -> tuple[Interaction, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The in-loss path on BPR: (batch, picked ids, user embeddings, item embeddings)."""
+    config = sampler_config(name, **settings)
+    sampler = SAMPLER_REGISTRY[name](config, ml100k[2]._dataset)
+    assert sampler.scores_in_loss
+    users, items = first_rows(ml100k)
+    batch = in_loss_batch(sampler, users, items, settings.get("sample_num", 1))
+    adapter = get_adapter(model)
+    picked = pick_on_propagation(sampler, adapter, batch)
+    return batch, picked, model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+
+
+def test_dns_in_the_loss_picks_the_top_scored_candidate(ml100k, bpr_model):
+    batch, picked, user_table, item_table = pick_in_loss("dns", ml100k, bpr_model, candidate_num=8, sample_num=2)
+    candidates = batch["neg_candidates"]
+    assert candidates.shape == (len(batch), 8)
+    assert torch.equal(batch["neg_item_id"], candidates[:, 0]), "NEG_ITEM_ID is the pool's uniform first column"
+    scores = (user_table[batch["user_id"]].unsqueeze(1) * item_table[candidates]).sum(-1)
+    assert torch.equal(picked, candidates.gather(1, scores.argmax(1, keepdim=True)).squeeze(1))
+
+
+def test_ahns_with_cosines_picks_the_cosine_closest_to_its_target(ml100k, bpr_model):
+    batch, picked, user_table, item_table = pick_in_loss(
+        "ahns", ml100k, bpr_model, candidate_num=12, ahns_similarity="cos"
     )
-    user_norm = bpr_model.user_embedding.weight.detach().norm(dim=1)
-    item_norm = bpr_model.item_embedding.weight.detach().norm(dim=1)
-    cosines = scores / (user_norm[users] * item_norm[scored])
-    target = 0.1 * (cosines[-1] + 1.0) ** -1
-    expected = scored[:-1].gather(0, (cosines[:-1] - target).abs().argmin(0, keepdim=True)).squeeze(0)
-    assert torch.equal(picked.reshape(-1), expected)
-    by_inner_product = (
-        scored[:-1].gather(0, (scores[:-1] - 0.1 * (scores[-1] + 1.0) ** -1).abs().argmin(0, keepdim=True)).squeeze(0)
-    )
-    assert (by_inner_product != expected).float().mean() > 0.1  # a different rule, not a rename
+    candidates = batch["neg_candidates"]
+    user = torch.nn.functional.normalize(user_table[batch["user_id"]], dim=-1)
+    items = torch.nn.functional.normalize(item_table, dim=-1)
+    cosines = (user.unsqueeze(1) * items[candidates]).sum(-1)
+    target = 0.1 * ((user * items[batch["item_id"]]).sum(-1) + 1.0) ** -1
+    expected = candidates.gather(1, (cosines - target.unsqueeze(1)).abs().argmin(1, keepdim=True)).squeeze(1)
+    assert torch.equal(picked, expected)
+    inner = (user_table[batch["user_id"]].unsqueeze(1) * item_table[candidates]).sum(-1)
+    positive = (user_table[batch["user_id"]] * item_table[batch["item_id"]]).sum(-1)
+    by_inner_product = candidates.gather(1, (inner - 0.1 * (positive + 1.0).unsqueeze(1) ** -1).abs().argmin(1, True))
+    assert (by_inner_product.squeeze(1) != expected).float().mean() > 0.1  # a different rule, not a rename
+
+
+@pytest.fixture(scope="module")
+def lightgcn(ml100k):
+    config = HNLMConfig("LightGCN", "ml-100k", config_dict=QUIET)
+    init_seed(5, True)
+    return get_model("LightGCN")(config, ml100k[2]._dataset)
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [("dns", {}), ("dns_mn", {"dns_top_n": 4}), ("ahns", {}), ("ahns", {"ahns_alpha": 0.5, "ahns_p": -3})],
+)
+def test_both_paths_pick_the_same_negatives_from_the_same_candidates_and_weights(
+    name, settings, ml100k, lightgcn, monkeypatch
+):
+    """LightGCN with its adapter picks in the loss, without it (removed here) through predict(): the same picks."""
+    settings = {**QUIET, "neg_sampler": name, "candidate_num": 8, "sample_num": 2, **settings}
+    config = HNLMConfig("LightGCN", "ml-100k", config_dict=settings)
+    train_dataset = ml100k[2]._dataset
+    in_loss = SAMPLER_REGISTRY[name](config, train_dataset)
+    with monkeypatch.context() as patch:
+        patch.delitem(adapters.ADAPTER_REGISTRY, "LightGCN")
+        by_predict = SAMPLER_REGISTRY[name](config, train_dataset)
+    assert in_loss.scores_in_loss and not by_predict.scores_in_loss
+    adapter = get_adapter(lightgcn)
+    for start in (0, 512):  # two batches: the generators stay in step across batches
+        users, items = (field[start : start + 512] for field in first_rows(ml100k, 1024))
+        expected = by_predict.sample(users, items, 2, model=lightgcn).reshape(-1)
+        batch = in_loss_batch(in_loss, users, items, 2)
+        with torch.no_grad():
+            picked = pick_on_propagation(in_loss, adapter, batch)
+        assert torch.equal(picked, expected)
+        assert (picked != batch["neg_candidates"][:, 0]).float().mean() > 0.3, "a pick, not the uniform column"
+
+
+@pytest.mark.parametrize("name", ["dns", "dns_mn", "ahns"])
+def test_in_loss_training_is_the_models_loss_on_the_picked_negatives_in_one_propagation(
+    name, ml100k, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # RecBole's Trainer writes log_tensorboard/ under the working directory
+    config = HNLMConfig("LightGCN", "ml-100k", config_dict={**QUIET, "neg_sampler": name})
+    train_dataset = ml100k[2]._dataset
+    loader = NegativeSamplingTrainDataLoader(config, train_dataset, ml100k[2]._sampler, shuffle=True)
+    init_seed(5, True)
+    model = get_model("LightGCN")(config, train_dataset)
+    sampler = loader.negative_sampler
+    batch = next(iter(loader))
+    picks = []
+    pick_in_loss = sampler.pick_in_loss
+    monkeypatch.setattr(sampler, "pick_in_loss", lambda *args: picks.append(pick_in_loss(*args)) or picks[-1])
+    loss = sampler.training_loss(model)(batch)
+    batch.update(Interaction({"neg_item_id": picks[0]}))
+    torch.testing.assert_close(loss, model.calculate_loss(batch))
+
+    def no_second_pass(*args):
+        raise AssertionError("a sampler that picks in the loss must not propagate again through the model")
+
+    monkeypatch.setattr(model, "predict", no_second_pass)
+    monkeypatch.setattr(model, "forward", no_second_pass)
+    monkeypatch.setattr(model, "calculate_loss", no_second_pass)
+    before = model.item_embedding.weight.detach().clone()
+    assert np.isfinite(create_trainer(config, model)._train_epoch(loader, epoch_idx=0))
+    assert not torch.equal(before, model.item_embedding.weight)
 
 
 def test_ahns_cosines_need_a_model_adapter():
@@ -198,22 +309,28 @@ def test_uniform_is_uniform_over_non_positives(ml100k):
     assert observed.max() < 3 * len(picked) / allowed
 
 
-def test_same_seed_same_negatives(ml100k, bpr_model):
-    inter = ml100k[2]._dataset.inter_feat
-    users, items = inter["user_id"][:256], inter["item_id"][:256]
-    runs = [
-        SAMPLER_REGISTRY["dns"](sampler_config("dns"), ml100k[2]._dataset).sample(users, items, 2, bpr_model)
-        for _ in range(2)
-    ]
-    assert torch.equal(runs[0], runs[1])
-    other = SAMPLER_REGISTRY["dns"](sampler_config("dns", seed=99), ml100k[2]._dataset).sample(
-        users, items, 2, bpr_model
-    )
-    assert not torch.equal(runs[0], other)
+@pytest.mark.parametrize("model_name", ["LINE", "BPR"], ids=["predict", "in-loss"])
+def test_same_seed_same_negatives(model_name, ml100k, line_model, bpr_model):
+    model = line_model if model_name == "LINE" else bpr_model
+    users, items = first_rows(ml100k, 256)
+
+    def picks(seed: int) -> torch.Tensor:
+        config = HNLMConfig(model_name, "ml-100k", config_dict={**QUIET, "neg_sampler": "dns", "seed": seed})
+        sampler = SAMPLER_REGISTRY["dns"](config, ml100k[2]._dataset)
+        if not sampler.scores_in_loss:
+            return sampler.sample(users, items, 2, model)
+        batch = in_loss_batch(sampler, users, items, 2)
+        adapter = get_adapter(model)
+        with torch.no_grad():
+            return pick_on_propagation(sampler, adapter, batch)
+
+    assert torch.equal(picks(2020), picks(2020))
+    assert not torch.equal(picks(2020), picks(99))
 
 
 def test_model_scored_sampler_without_model_says_how_to_fix(ml100k):
-    sampler = SAMPLER_REGISTRY["dns"](sampler_config("dns"), ml100k[2]._dataset)
+    config = HNLMConfig("LINE", "ml-100k", config_dict={**QUIET, "neg_sampler": "dns"})
+    sampler = SAMPLER_REGISTRY["dns"](config, ml100k[2]._dataset)
     users = ml100k[2]._dataset.inter_feat["user_id"][:4]
     with pytest.raises(ConfigurationError, match="get_model"):
         sampler.sample(users, users, 1, model=None)

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from recbole_hnlm.data.preparation import load_dataset
+from recbole_hnlm.model.adapters import scoring_mode
 from recbole_hnlm.quick_start import load_data_and_model
-from recbole_hnlm.samplers.base import scoring_mode
 
 HEAD_SHARE = 0.2
 SPARSE_SHARE = 0.25

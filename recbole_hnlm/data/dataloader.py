@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from time import perf_counter
 
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.interaction import Interaction
 
+from recbole_hnlm.data.single_process import check_single_process
 from recbole_hnlm.samplers import get_sampler_class
 
 
@@ -16,14 +18,21 @@ class NegativeSamplingTrainDataLoader(TrainDataLoader):
     RecBole's Trainer hands the model over through ``get_model`` when ``train_neg_sample_args['dynamic']``
     is set, which the plugin's Config does for samplers that score candidates with the model. Fields a sampler
     adds through ``extra_batch_fields`` (e.g. the candidate pools of mixing samplers) join each batch.
-    ``sampling_seconds`` adds up the time spent in the sampler, for the benchmark's time split.
+    ``sampling_seconds`` adds up the time spent in the sampler, for the benchmark's time split; ``max_batches``, when
+    set, ends every epoch after that many batches (for smoke tests and benchmarks of large datasets).
     """
 
     def __init__(self, config, dataset, sampler, shuffle: bool = False) -> None:
+        check_single_process(config)
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         self.negative_sampler = get_sampler_class(config["neg_sampler"])(config, dataset)
         self.model = None
         self.sampling_seconds = 0.0
+        self.max_batches: int | None = None
+
+    def __iter__(self):
+        batches = super().__iter__()
+        return batches if self.max_batches is None else islice(batches, self.max_batches)
 
     def _neg_sampling(self, inter_feat):
         started = perf_counter()

@@ -39,8 +39,7 @@ from recbole_hnlm.llm.catalogue import Catalogue, negative_units
 from recbole_hnlm.llm.negatives import held_out_pair_keys
 from recbole_hnlm.llm.profiles import ITEM_VECTORS, item_store, user_store
 from recbole_hnlm.llm.settings import LLMSettings
-from recbole_hnlm.model.adapters import get_adapter
-from recbole_hnlm.samplers.base import scoring_mode
+from recbole_hnlm.model.adapters import get_adapter, scoring_mode
 
 DATASET_FILE = "dataset.jsonl"
 FILTERS = ("score_quantile", "cf_similarity", "semantic_similarity")

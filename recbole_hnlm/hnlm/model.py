@@ -47,8 +47,7 @@ from recbole.utils import InputType
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.model import get_model
-from recbole_hnlm.model.adapters import get_adapter, rows_of
-from recbole_hnlm.samplers.base import scoring_mode
+from recbole_hnlm.model.adapters import get_adapter, rows_of, scoring_mode
 
 # Batch fields that the hnlm sampler attaches beside NEG_ITEM_ID, one row per (positive, negative) pair.
 CANDIDATES_FIELD = "neg_candidates"

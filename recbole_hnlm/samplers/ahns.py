@@ -7,10 +7,11 @@ Reference code: https://github.com/Riwei-HEU/AHNS
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from recbole_hnlm.errors import ConfigurationError
-from recbole_hnlm.model.adapters import adapter_class_for, get_adapter
-from recbole_hnlm.samplers.base import ModelScoredSampler, scoring_mode
+from recbole_hnlm.model.adapters import adapter_class_for
+from recbole_hnlm.samplers.base import ModelScoredSampler
 
 SIMILARITIES = ("ip", "cos")
 
@@ -26,6 +27,7 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
     """
 
     name = "ahns"
+    uses_positive_score = True
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
@@ -57,21 +59,12 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
         """The score the picked candidate should be closest to, for positives scored ``positive``."""
         return self.beta * (positive + self.alpha).pow(self.power)
 
-    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
-        """Pick, ``num`` times per positive, the candidate of the adaptive hardness."""
-        candidates, scores, positive = self.score_candidates(model, user_ids, num, also_score=item_ids)
+    def scoring_vectors(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled embeddings, or for ``ahns_similarity: cos`` their unit vectors (inner products are cosines)."""
         if self.similarity == "cos":
-            user_norm, item_norm = embedding_norms(model)
-            scores = scores / (user_norm[user_ids] * item_norm[candidates]).clamp_min(1e-12)
-            positive = positive / (user_norm[user_ids] * item_norm[item_ids]).clamp_min(1e-12)
-        target = self.target(positive)  # (batch,)
-        closest = (scores - target).abs().argmin(dim=1, keepdim=True)
-        return candidates.gather(1, closest).squeeze(1)
+            return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
+        return users, items
 
-
-def embedding_norms(model) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2 norms of every user's and item's pooled embedding (the vectors the model scores with), in eval mode."""
-    adapter = get_adapter(model)
-    with scoring_mode(model):
-        users, items = adapter.propagate()
-        return adapter.pool(users).norm(dim=-1).cpu(), adapter.pool(items).norm(dim=-1).cpu()
+    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """The candidate whose score is closest to the target of the row's positive."""
+        return (scores - self.target(positive_scores).unsqueeze(1)).abs().argmin(dim=1)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,6 +13,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_hnlm.errors import ConfigurationError, DataFormatError
+from recbole_hnlm.model.adapters import ModelAdapter, candidate_scores, get_adapter, has_adapter, rows_of, scoring_mode
 from recbole_hnlm.paths import properties_file
 
 # Up to this many (user, item) cells, positives are also kept as a bit set (1 bit a cell, at most 32 MiB):
@@ -116,49 +117,42 @@ class NegativeSampler(ABC):
 
     def draw_uniform(self, user_ids: np.ndarray, count: int) -> np.ndarray:
         """Draw ``count`` items per user uniformly from items the user has no training interaction with."""
-        items = self.rng.integers(1, self.n_items, size=(count, len(user_ids)))
-        return self._redraw_positives(user_ids, items, lambda size: self.rng.integers(1, self.n_items, size))
+        items = self.uniform_items((count, len(user_ids)))
+        return self._redraw_positives(user_ids, items, self.uniform_items)
+
+    def uniform_items(self, size) -> np.ndarray:
+        """Item ids drawn uniformly from the catalogue (never 0, RecBole's padding id)."""
+        return self.rng.integers(1, self.n_items, size=size)
 
     def _redraw_positives(self, user_ids: np.ndarray, items: np.ndarray, draw) -> np.ndarray:
-        """Replace every training positive in ``items`` (count, batch) by a fresh draw until none is left."""
+        """Replace every training positive in ``items`` (a shape ``user_ids`` broadcasts to) until none is left."""
         users = np.broadcast_to(user_ids, items.shape)
         bad = np.flatnonzero(self.positives.contains(users, items))
-        while len(bad):
-            flat = items.reshape(-1)
-            flat[bad] = draw(len(bad))
-            still = self.positives.contains(users.reshape(-1)[bad], flat[bad])
-            bad = bad[still]
+        if len(bad):
+            flat = items.reshape(-1)  # a view: items is freshly drawn, hence contiguous
+            bad_users = users.reshape(-1)[bad]
+            while len(bad):
+                flat[bad] = draw(len(bad))
+                still = self.positives.contains(bad_users, flat[bad])
+                bad, bad_users = bad[still], bad_users[still]
         return items
 
 
-@contextmanager
-def scoring_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients while a sampler scores with ``model``; its training flag is restored after.
-
-    ``nn.Module.train``, not ``model.train``: some RecBole models override train() with side effects (SGL
-    rebuilds its augmented graphs on every call), which scoring must not trigger.
-    """
-    was_training = model.training
-    torch.nn.Module.train(model, False)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        torch.nn.Module.train(model, was_training)
-
-
 def score_items(model, uid_field: str, iid_field: str, user_ids: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Score ``items`` (count, batch) for ``user_ids`` (batch,) with ``model.predict``, in eval mode, no grad.
+    """Score ``items`` (rows, count) for ``user_ids`` (rows,) with ``model.predict``, in scoring mode.
 
-    One ``predict`` call for the whole block: graph models propagate the whole graph per call, so chunking
-    would repeat that work.
+    The path for models without an adapter. One ``predict`` call for the whole block: graph models propagate the
+    whole graph per call, so chunking would repeat that work.
     """
     with scoring_mode(model):
-        count, batch = items.shape
+        rows, count = items.shape
         interaction = Interaction(
-            {uid_field: user_ids.repeat(count).to(model.device), iid_field: items.reshape(-1).to(model.device)}
+            {
+                uid_field: user_ids.repeat_interleave(count).to(model.device),
+                iid_field: items.reshape(-1).to(model.device),
+            }
         )
-        scores = model.predict(interaction).reshape(count, batch)
+        scores = model.predict(interaction).reshape(rows, count)
     return scores.float().cpu()
 
 
@@ -180,6 +174,8 @@ class CandidatePoolSampler(NegativeSampler):
     ``candidate_pool`` hands the same pool to ``extra_batch_fields``.
     """
 
+    candidates_field: ClassVar[str] = "neg_candidates"
+
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         self.candidate_num = int(config["candidate_num"] or 0)
@@ -190,30 +186,103 @@ class CandidatePoolSampler(NegativeSampler):
         """``candidate_num`` must be a positive integer."""
         check_candidate_num(config, cls.name)
 
+    def draw_pool(self, user_ids: np.ndarray, num: int) -> np.ndarray:
+        """``candidate_num`` uniform candidates per row of RecBole's repeated batch, as ``(num * batch, M)``."""
+        rows = np.tile(user_ids, num)[:, None]
+        items = self.uniform_items((len(rows), self.candidate_num))
+        return self._redraw_positives(rows, items, self.uniform_items)
+
     def sample_from_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
         """Draw the pool of the batch (``candidate_num`` per row); return its first column, shaped (num, batch)."""
-        self._pool = self.draw_uniform(np.tile(user_ids, num), self.candidate_num)  # (candidate_num, num * batch)
-        return torch.from_numpy(self._pool[0].reshape(num, len(user_ids)).copy())
+        self._pool = self.draw_pool(user_ids, num)
+        return torch.from_numpy(np.ascontiguousarray(self._pool[:, 0]).reshape(num, len(user_ids)))
 
     def candidate_pool(self, user_ids: np.ndarray, num: int) -> torch.Tensor:
         """The pool ``sample_from_pool`` drew for this batch, ``(num * batch, candidate_num)`` (drawn here if none)."""
         pool, self._pool = self._pool, None
-        if pool is None or pool.shape[1] != num * len(user_ids):
-            pool = self.draw_uniform(np.tile(user_ids, num), self.candidate_num)
-        return torch.from_numpy(np.ascontiguousarray(pool.T))
+        if pool is None or len(pool) != num * len(user_ids):
+            pool = self.draw_pool(user_ids, num)
+        return torch.from_numpy(pool)
 
 
 class ModelScoredSampler(CandidatePoolSampler):
-    """A sampler that draws ``candidate_num`` uniform candidates per negative and picks among them by score."""
+    """A sampler that draws ``candidate_num`` uniform candidates per negative and picks one by the model's scores.
+
+    Subclasses implement the rule, ``pick``; it runs on one of two paths, which pick the same negatives from the same
+    candidates and weights:
+
+    - a model with an adapter (``recbole_hnlm.model.adapters``): the pool travels in the batch (``neg_candidates``,
+      with its first column as the uniform ``NEG_ITEM_ID``) and the pick happens inside the loss
+      (``training_loss``), on the embeddings of that step's one propagation, as MixGCF's candidates are scored;
+    - any other model: the candidates are scored with ``model.predict`` while the batch is built (one more
+      propagation per batch for graph models) and ``NEG_ITEM_ID`` holds the pick.
+    """
 
     requires_model = True
+    # Whether ``pick`` needs the score of each row's positive too.
+    uses_positive_score: ClassVar[bool] = False
 
-    def score_candidates(
-        self, model, user_ids: torch.Tensor, num: int, also_score: torch.Tensor | None = None
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.scores_in_loss = has_adapter(config["model"])
+
+    @abstractmethod
+    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """The column (rows,) of the picked candidate, from candidate scores (rows, M) and positive scores (rows,)."""
+
+    def scoring_vectors(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The user and item vectors whose inner products ``pick`` compares; the pooled embeddings by default."""
+        return users, items
+
+    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
+        """With an adapter, the pool's uniform first column (the loss picks); else the pick among scored candidates."""
+        if self.scores_in_loss:
+            return self.sample_from_pool(user_ids.numpy(), num)
+        candidates, scores, positive = self.score_with_predict(model, user_ids, item_ids, num)
+        picked = candidates.gather(1, self.pick(scores, positive).unsqueeze(1))
+        return picked.reshape(num, len(user_ids))
+
+    def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
+        """With an adapter, the candidate pool, ``(num * batch, candidate_num)``; else none."""
+        if not self.scores_in_loss:
+            return {}
+        return {self.candidates_field: self.candidate_pool(user_ids.numpy(), num)}
+
+    def training_loss(self, model) -> Callable[[Interaction], torch.Tensor] | None:
+        """With an adapter, the model's loss on the negatives picked on its own propagation; else the model's own."""
+        return partial(self.scored_loss, get_adapter(model)) if self.scores_in_loss else None
+
+    def scored_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
+        """Propagate once, pick each row's negative among its candidates, and return the model's loss on it.
+
+        The item table is pooled once, with gradients: scoring reads it detached, and the loss may reuse it.
+        """
+        user_layers, item_layers = adapter.propagate()
+        item_table = adapter.pool(item_layers)
+        negatives = self.pick_in_loss(adapter, interaction, user_layers, item_table.detach())
+        return adapter.item_negative_loss(interaction, user_layers, item_layers, negatives, item_table)
+
+    def pick_in_loss(
+        self, adapter: ModelAdapter, interaction: Interaction, user_layers: torch.Tensor, item_table: torch.Tensor
+    ) -> torch.Tensor:
+        """Each row's picked candidate id (rows,), scored on pooled embeddings: the batch's users, ``item_table``."""
+        candidates = interaction[self.candidates_field]
+        with torch.no_grad():
+            users = adapter.pool(rows_of(user_layers, interaction[self.uid_field]))
+            users, items = self.scoring_vectors(users, item_table)
+            scores = candidate_scores(users, items, candidates)
+            positive = None
+            if self.uses_positive_score:
+                positive = (users * rows_of(items, interaction[self.iid_field])).sum(dim=-1)
+            return candidates.gather(1, self.pick(scores, positive).unsqueeze(1)).squeeze(1)
+
+    def score_with_predict(
+        self, model, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Draw and score candidates, both returned with shape (num, candidate_num, batch).
+        """Draw the pool and score it with ``model.predict``: candidates and scores (num * batch, M), positive scores.
 
-        ``also_score`` (batch,) items are scored in the same ``predict`` call, and their scores returned third.
+        The pool is drawn as ``sample_from_pool`` draws it, so both paths see the same candidates for one seed; the
+        positives (when ``pick`` uses them) are scored in the same ``predict`` call.
         """
         if model is None:
             raise ConfigurationError(
@@ -221,10 +290,10 @@ class ModelScoredSampler(CandidatePoolSampler):
                 "Fix: train through recbole_hnlm (run_recbole_hnlm.py or quick_start.run), whose Trainer hands "
                 "the model over, or call train_data.get_model(model) before iterating."
             )
-        users = user_ids.numpy()
-        candidates = torch.from_numpy(self.draw_uniform(users, num * self.candidate_num))
-        block = candidates if also_score is None else torch.cat([candidates, also_score.unsqueeze(0)])
-        scores = score_items(model, self.uid_field, self.iid_field, user_ids, block)
-        shape = (num, self.candidate_num, len(users))
-        extra = None if also_score is None else scores[-1]
-        return candidates.reshape(shape), scores[: len(candidates)].reshape(shape), extra
+        candidates = torch.from_numpy(self.draw_pool(user_ids.numpy(), num))
+        block = candidates
+        if self.uses_positive_score:
+            block = torch.cat([candidates, item_ids.repeat(num).unsqueeze(1)], dim=1)
+        scores = score_items(model, self.uid_field, self.iid_field, user_ids.repeat(num), block)
+        positive = scores[:, -1] if self.uses_positive_score else None
+        return candidates, scores[:, : self.candidate_num], positive

@@ -29,11 +29,12 @@ from recbole_hnlm.model.adapters import ModelAdapter
 from recbole_hnlm.samplers.mixing import MixingSampler
 
 
-def dins_negative_weights(
-    queries: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor, alpha: float
-) -> torch.Tensor:
-    """The per-dimension weight of the hard negative, exp(qh) / (alpha exp(qp) + exp(qh)), overflow-free."""
-    return torch.sigmoid(queries * (hard_e - pos_e) - math.log(alpha))
+def dins_negative_weights(queries: torch.Tensor, difference: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The per-dimension weight of the hard negative, exp(qh) / (alpha exp(qp) + exp(qh)), overflow-free.
+
+    ``difference`` is ``hard - positive``, which the mixup reuses: n = p + w (h - p).
+    """
+    return torch.sigmoid(queries * difference - math.log(alpha))
 
 
 class DimensionIndependentMixupSampler(MixingSampler):
@@ -60,5 +61,5 @@ class DimensionIndependentMixupSampler(MixingSampler):
         self, adapter: ModelAdapter, user_e: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor
     ) -> torch.Tensor:
         """The hardest candidate of each layer, mixed with the positive dimension by dimension."""
-        weight = dins_negative_weights(adapter.layer_queries(user_e), pos_e, hard_e, self.alpha)
-        return (1 - weight) * pos_e + weight * hard_e
+        difference = hard_e - pos_e
+        return pos_e + dins_negative_weights(adapter.layer_queries(user_e), difference, self.alpha) * difference

@@ -16,8 +16,6 @@ class DynamicNegativeSampler(ModelScoredSampler):
 
     name = "dns"
 
-    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
-        """Pick the hardest of ``candidate_num`` candidates, ``num`` times per positive."""
-        candidates, scores, _ = self.score_candidates(model, user_ids, num)
-        best = scores.argmax(dim=1, keepdim=True)
-        return candidates.gather(1, best).squeeze(1)
+    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """The hardest candidate: the highest score."""
+        return scores.argmax(dim=1)

@@ -32,9 +32,8 @@ class TopNDynamicNegativeSampler(ModelScoredSampler):
                 "N best of M candidates, so 1 <= N <= M. Fix: lower --dns_top_n or raise --candidate_num."
             )
 
-    def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
-        """Pick uniformly among the ``dns_top_n`` hardest candidates, ``num`` times per positive."""
-        candidates, scores, _ = self.score_candidates(model, user_ids, num)
-        top = scores.topk(self.top_n, dim=1).indices  # (num, N, batch)
-        choice = torch.from_numpy(self.rng.integers(0, self.top_n, size=(num, 1, len(user_ids))))
-        return candidates.gather(1, top.gather(1, choice)).squeeze(1)
+    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """Uniformly one of the ``dns_top_n`` highest scores (a seeded draw per row)."""
+        top = scores.topk(self.top_n, dim=1).indices  # (rows, N)
+        choice = torch.from_numpy(self.rng.integers(0, self.top_n, size=(len(scores), 1))).to(top.device)
+        return top.gather(1, choice).squeeze(1)

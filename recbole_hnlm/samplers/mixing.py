@@ -12,7 +12,7 @@ How a mixing sampler hooks into RecBole's training without forking it:
 
 The candidates are scored inside the loss, on the same propagation that the loss differentiates, as the
 reference implementations do, so no extra forward pass is spent on sampling. Scoring holds at most
-O(rows x candidate_num x layers x dim) values (in fact blocks of about a million), never a user x item matrix.
+O(rows x candidate_num x layers x dim) values (in fact blocks of ``SCORING_BLOCK``), never a user x item matrix.
 """
 
 from __future__ import annotations
@@ -20,28 +20,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from functools import partial
-from typing import ClassVar
 
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter
+from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter, rows_of
 from recbole_hnlm.samplers.base import CandidatePoolSampler
-
-
-def layer_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Scores (rows, M, layers) of ``candidates`` (rows, M, layers, dim) for ``queries`` (rows, layers, dim)."""
-    return (queries.unsqueeze(1) * candidates).sum(dim=-1)
-
-
-def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``table[ids]`` through index_select, whose backward (index_add) is faster on CPU than indexing's."""
-    return table.index_select(0, ids.reshape(-1)).unflatten(0, ids.shape)
-
-
-# Candidates are scored this many embedding values at a time: a block that stays in cache, instead of one
-# (rows, M, layers, dim) array allocated, faulted in and freed for every batch.
-_SCORING_BLOCK = 1 << 20
 
 
 def hardest_per_layer(
@@ -49,20 +33,13 @@ def hardest_per_layer(
 ) -> torch.Tensor:
     """Per row and layer, the layer embedding (rows, layers, dim) of the candidate scored highest on that layer.
 
-    Only the picked embeddings keep their gradient: the candidates are scored without autograd, in blocks of
-    rows, so no (rows, M, layers, dim) array and no backward pass through the candidates are kept.
+    Only the picked embeddings keep their gradient: the candidates are scored without autograd, so no
+    (rows, M, layers, dim) array and no backward pass through the candidates are kept.
     """
     n_items, n_layers, dim = item_layers.shape
-    step = max(1, _SCORING_BLOCK // (candidate_ids.shape[1] * n_layers * dim))
     with torch.no_grad():
-        queries = adapter.layer_queries(user_e)
-        best = [
-            layer_scores(
-                queries[start : start + step], rows_of(item_layers, candidate_ids[start : start + step])
-            ).argmax(dim=1)
-            for start in range(0, len(candidate_ids), step)
-        ]
-        picked = candidate_ids.gather(1, torch.cat(best))  # (rows, layers) item ids
+        scores = adapter.candidate_layer_scores(user_e, item_layers, candidate_ids)  # (rows, layers, M)
+        picked = candidate_ids.gather(1, scores.argmax(dim=-1))  # (rows, layers) item ids
     layer_rows = picked * n_layers + torch.arange(n_layers, device=picked.device)
     return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows)
 
@@ -72,8 +49,6 @@ class MixingSampler(CandidatePoolSampler):
 
     Subclasses implement ``synthesize``. The model must have an adapter (``recbole_hnlm.model.adapters``).
     """
-
-    candidates_field: ClassVar[str] = "neg_candidates"
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -95,9 +70,7 @@ class MixingSampler(CandidatePoolSampler):
 
     def mixing_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
         """Propagate once, synthesize one negative per row, and return the model's loss on it."""
-        user_layers, item_layers = adapter.propagate()
-        user_e = rows_of(user_layers, interaction[self.uid_field])
-        pos_e = rows_of(item_layers, interaction[self.iid_field])
+        user_e, pos_e, item_layers = adapter.batch_layers(interaction)
         hard_e = hardest_per_layer(adapter, user_e, item_layers, interaction[self.candidates_field])
         neg_e = self.synthesize(adapter, user_e, pos_e, hard_e)
         return adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)

@@ -10,7 +10,15 @@ from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
 from recbole_hnlm.model import adapters, get_model
-from recbole_hnlm.model.adapters import BPRAdapter, ModelAdapter, adapter_class_for, get_adapter, register_adapter
+from recbole_hnlm.model.adapters import (
+    BPRAdapter,
+    ModelAdapter,
+    adapter_class_for,
+    candidate_scores,
+    get_adapter,
+    register_adapter,
+    scoring_mode,
+)
 
 QUIET = {"state": "ERROR", "show_progress": False}
 ADAPTED = ["BPR", "LightGCN", "NGCF", "SGL"]
@@ -66,6 +74,23 @@ def test_pairwise_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_tra
     torch.manual_seed(0)
     actual = adapter.pairwise_loss(batch, *batch_layers(adapter, batch))
     torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ADAPTED)
+def test_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_train):
+    """item_negative_loss (LightGCN's own, cheaper form; the per-layer default elsewhere) is calculate_loss."""
+    train_dataset, batch = ml100k_train
+    model = build_model(name, train_dataset)
+    adapter = get_adapter(model)
+    weights = model.user_embedding.weight
+    torch.manual_seed(0)  # NGCF's message dropout draws the same masks in both passes
+    expected = model.calculate_loss(batch)
+    expected_gradient = torch.autograd.grad(expected, weights)[0]
+    torch.manual_seed(0)
+    actual = adapter.item_negative_loss(batch, *adapter.propagate(), batch[model.NEG_ITEM_ID])
+    torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(actual, weights)[0], expected_gradient, rtol=1e-4, atol=1e-7)
+    assert expected_gradient.abs().sum() > 0
 
 
 def test_lightgcn_regularisation_follows_require_pow(ml100k_train):
@@ -134,3 +159,44 @@ def test_register_adapter_checks_what_it_registers(monkeypatch):
 
     with pytest.raises(ConfigurationError, match="not a ModelAdapter"):
         register_adapter("NotAnAdapter")(object)
+
+
+@pytest.mark.parametrize(
+    ("table_shape", "query_shape"),
+    [((50, 8), (6, 8)), ((50, 3, 8), (6, 8)), ((50, 3, 8), (6, 3, 8))],
+    ids=["pooled", "layers-shared-query", "layers-own-query"],
+)
+def test_candidate_scores_are_the_inner_products_on_both_paths(table_shape, query_shape):
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(table_shape, generator=generator)
+    queries = torch.randn(query_shape, generator=generator)
+    ids = torch.randint(0, 50, (6, 7), generator=generator)
+    ids[:, 3] = ids[:, 1]  # every row holds a candidate twice: a sampled product's pattern then repeats a column
+    if len(table_shape) == 2:
+        expected = (table[ids] * queries.unsqueeze(1)).sum(-1)  # (rows, M)
+    else:
+        per_layer = queries if len(query_shape) == 3 else queries.unsqueeze(1).expand(6, table.shape[1], 8)
+        expected = (table[ids] * per_layer.unsqueeze(1)).sum(-1).transpose(1, 2)  # (rows, layers, M)
+    torch.testing.assert_close(candidate_scores(queries, table, ids), expected)  # the CPU's sampled product
+    torch.testing.assert_close(adapters._gathered_scores(queries, table, ids), expected)  # the path off the CPU
+    assert not candidate_scores(queries.requires_grad_(), table, ids).requires_grad
+
+
+def test_scoring_mode_restores_the_training_flag_without_calling_train(ml100k_train):
+    model = build_model("SGL", ml100k_train[0])
+    views = model.sub_graph1
+    with scoring_mode(model):
+        assert not model.training and not torch.is_grad_enabled()
+    assert model.training and torch.is_grad_enabled()
+    assert model.sub_graph1 is views, "SGL's train() rebuilds its augmented graphs; scoring must not call it"
+
+
+def test_candidate_scores_never_read_uninitialised_memory():
+    """A sampled product adds beta * its pattern's values, and 0 * NaN is NaN: the pattern must hold zeros."""
+    generator = torch.Generator().manual_seed(1)
+    table, queries = torch.randn(40, 3, 8, generator=generator), torch.randn(64, 8, generator=generator)
+    ids = torch.randint(0, 40, (64, 5), generator=generator)
+    for _ in range(50):
+        junk = torch.full((64 * 3 * 5,), float("nan"))
+        del junk  # its freed block is what an uninitialised allocation of that size would hold
+        assert torch.isfinite(candidate_scores(queries, table, ids)).all()

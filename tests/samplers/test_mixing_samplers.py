@@ -18,7 +18,7 @@ from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.samplers import get_sampler_class
 from recbole_hnlm.samplers.dins import dins_negative_weights
-from recbole_hnlm.samplers.mixing import MixingSampler, hardest_per_layer, layer_scores
+from recbole_hnlm.samplers.mixing import MixingSampler, hardest_per_layer
 from recbole_hnlm.trainer import create_trainer
 
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -76,6 +76,11 @@ def test_candidate_pools_follow_the_repeated_batch_and_avoid_positives(sample_nu
     assert not any(pair in positives for pair in pool_pairs)
     assert not any(pair in positives for pair in zip(users.tolist(), negatives.tolist(), strict=True))
     assert pools.min() >= 1 and pools.max() < ml100k_train[0].item_num
+
+
+def layer_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The reference: scores (rows, M, layers) of ``candidates`` (rows, M, layers, dim) for ``queries`` per layer."""
+    return (queries.unsqueeze(1) * candidates).sum(dim=-1)
 
 
 @pytest.mark.parametrize("model_name", ["BPR", "LightGCN", "NGCF", "SGL"])
@@ -139,7 +144,7 @@ def test_dins_weights_follow_the_paper_on_a_hand_checked_case(ml100k_train):
     #   d=0: 1 / (0.5 e^2 + 1) = 0.213014;  d=1: 1 / (0.5 + 1) = 0.666667;  d=2: e^-1 / (0.5 + e^-1) = 0.423883
     expected_weights = torch.tensor([[[1 / (0.5 * math.e**2 + 1), 2 / 3, math.exp(-1) / (0.5 + math.exp(-1))]]])
     torch.testing.assert_close(expected_weights, torch.tensor([[[0.213014, 0.666667, 0.423883]]]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(dins_negative_weights(query, positive, hard, alpha=0.5), expected_weights)
+    torch.testing.assert_close(dins_negative_weights(query, hard - positive, alpha=0.5), expected_weights)
     # The negative mixes each dimension on its own: (1 - w_d) p_d + w_d h_d.
     config = mixing_config("BPR", "dins", dins_alpha=0.5)
     sampler = get_sampler_class("dins")(config, ml100k_train[0])
@@ -148,7 +153,7 @@ def test_dins_weights_follow_the_paper_on_a_hand_checked_case(ml100k_train):
     torch.testing.assert_close(negative, torch.tensor([[[0.786986 * 2, 1 / 3 + 2, 0.423883]]]), atol=1e-5, rtol=0)
     # Scores far beyond exp's range still give weights in [0, 1].
     big = torch.full((1, 1, 1), 100.0)
-    assert dins_negative_weights(big, torch.zeros(1, 1, 1), big / 10, alpha=0.5).item() == 1.0
+    assert dins_negative_weights(big, big / 10, alpha=0.5).item() == 1.0
 
 
 def test_dins_hard_boundary_picks_the_candidate_the_user_scores_highest(ml100k_train):
