@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from recbole_hnlm.config import PROJECT_ROOT
 from recbole_hnlm.model import adapters, hnlmrec
 from recbole_hnlm.samplers import base, hnlm, mixing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampler_speed import build_variant  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # (owner, attribute, label): every function whose calls become a labelled range of the profile.
 PHASES = [

@@ -32,7 +32,10 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from recbole_hnlm.config import DEFAULT_DATA_PATH, PROJECT_ROOT
+from recbole_hnlm.paths import default_data_path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_PATH = default_data_path()
 
 SAMPLERS = ["uniform", "popularity", "dns", "dns_mn", "ahns", "mixgcf", "dins"]
 # Datasets imported on first use: name -> (folder under --data, the validation carve that matches its test split).

@@ -6,10 +6,11 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from recbole_hnlm.config import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
