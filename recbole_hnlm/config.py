@@ -32,6 +32,7 @@ import yaml
 from recbole.config import Config
 
 from recbole_hnlm.compat import recbole_data_path
+from recbole_hnlm.data.single_process import check_single_process
 from recbole_hnlm.errors import ConfigurationError, DatasetNotFoundError, UnknownSettingError
 from recbole_hnlm.model import (
     MODEL_ZOO,
@@ -324,6 +325,10 @@ class HNLMConfig(Config):
         super()._set_default_parameters()
         self.final_config_dict["data_path"] = recbole_data_path(raw_data_path, self.dataset)
         self.final_config_dict["raw_data_path"] = raw_data_path
+
+    def _init_device(self) -> None:
+        check_single_process(self.final_config_dict)  # before RecBole joins an NCCL process group
+        super()._init_device()
 
     def _set_train_neg_sample_args(self) -> None:
         # The plugin's keys decide; RecBole's train_neg_sample_args is derived from them so that its

@@ -121,3 +121,8 @@ def test_an_llm_cache_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
     a_file.write_text("not a folder")
     with pytest.raises(ConfigurationError, match="is a file, so the cache folder cannot be made there.*Fix:"):
         HNLMConfig("BPR", "ml-100k", config_dict={**QUIET, "neg_sampler": "hnlm", "llm_cache_dir": str(a_file)})
+
+
+def test_recboles_multi_gpu_mode_is_refused_by_the_config():
+    with pytest.raises(ConfigurationError, match="multi-GPU mode \\(nproc=2\\).*Fix:"):
+        HNLMConfig("BPR", "ml-100k", config_dict=QUIET, cmd_args=["--nproc=2"])
