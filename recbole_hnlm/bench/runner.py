@@ -84,7 +84,8 @@ def run_matrix(
         "show_progress": False,
         "state": "INFO" if verbose else "ERROR",
         # One torch thread unless overridden: the same for every run, so seconds per epoch compare, and spared
-        # oversubscription of a busy machine (results/sampler-speed-before-in-loss-picks). The thread count is not in the config hash.
+        # oversubscription of a busy machine (results/sampler-speed-before-in-loss-picks). The thread count is not
+        # in the config hash.
         "torch_threads": 1,
     }
     threads = torch.get_num_threads()
