@@ -39,6 +39,7 @@ from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.llm_cf.text_profiles import TextMLP, load_profile_vectors
 from recbole_hnlm.model import get_model
 from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter, register_adapter, rows_of
+from recbole_hnlm.model.wrapper import BackboneWrapper
 from recbole_hnlm.paths import properties_file
 
 
@@ -56,7 +57,7 @@ def first_rows(ids: torch.Tensor) -> torch.Tensor:
     return first.scatter_reduce(0, inverse, rows, reduce="amin")
 
 
-class RLMRec(GeneralRecommender):
+class RLMRec(BackboneWrapper, GeneralRecommender):
     """A backbone model, an MLP from profile vectors to its scoring space, and the contrastive term above."""
 
     input_type = InputType.PAIRWISE
@@ -67,7 +68,6 @@ class RLMRec(GeneralRecommender):
         return [properties_file("llm.yaml"), Path(__file__).with_name("RLMRec.yaml")]
 
     # The Config reads these: the model trains a backbone named by ``backbone`` and takes that backbone's defaults.
-    wraps_backbone: ClassVar[bool] = True
     default_backbone: ClassVar[str] = "LightGCN"
 
     def __init__(self, config, dataset) -> None:
@@ -150,22 +150,6 @@ class RLMRec(GeneralRecommender):
             text = self.text_mlp(profiles[ids[rows]])
             loss = loss + info_nce(rows_of(cf, rows), text, self.kd_temperature)
         return loss
-
-    def predict(self, interaction) -> torch.Tensor:
-        """The backbone's scores."""
-        return self.backbone.predict(interaction)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        """The backbone's full-ranking scores."""
-        return self.backbone.full_sort_predict(interaction)
-
-    def other_parameter(self) -> dict:
-        """The backbone's non-parameter state (e.g. LightGCN's cached evaluation embeddings)."""
-        return self.backbone.other_parameter()
-
-    def load_other_parameter(self, para: dict | None) -> None:
-        """Restore the backbone's non-parameter state."""
-        self.backbone.load_other_parameter(para)
 
 
 @register_adapter("RLMRec")
