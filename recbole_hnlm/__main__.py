@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray_address", default=None, help="with --tune: a running Ray cluster (default: a local Ray)")
     args, overrides = parser.parse_known_args(argv)
     if args.tune:
-        from recbole_hnlm.tuning.cli import main as tune
+        from recbole_hnlm.tuning.cli import main as tune  # here: Ray and Tune load only for a search
 
         return tune(sys.argv[1:] if argv is None else argv)
     if args.ray_address:

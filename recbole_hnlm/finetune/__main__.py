@@ -55,7 +55,7 @@ def parse_settings(arguments: list[str]) -> dict:
 )
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; 2 on bad input (the message names the input and the fix)."""
-    from recbole_hnlm.finetune.chain import ChainRun, encode, fine_tune, mine, run_chain
+    from recbole_hnlm.finetune.chain import ChainRun, encode, fine_tune, mine, run_chain  # here: --help stays fast
 
     parser = argparse.ArgumentParser(prog="python -m recbole_hnlm.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=STAGES)

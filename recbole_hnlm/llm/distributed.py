@@ -40,6 +40,7 @@ from recbole_hnlm.llm.backends import TextEmbedder, TextGenerator, apply_torch_t
 from recbole_hnlm.llm.cache import ShardedRecords, fill_array_in_chunks, finished_chunks, write_array_atomic
 from recbole_hnlm.llm.generation import RecordJob
 from recbole_hnlm.llm.settings import LLMSettings
+from recbole_hnlm.ray_cluster import check_ray_address
 
 LOCAL = "local"
 RAY_INSTALL = "pip install -e '.[tune]'"
@@ -131,8 +132,6 @@ class ShardWorkers:
         if importlib.util.find_spec("ray") is None:
             raise ConfigurationError(f"--ray_address needs Ray, which is not installed. Fix: {RAY_INSTALL}.")
         if self.address != LOCAL:
-            from recbole_hnlm.tuning.search import check_ray_address
-
             check_ray_address(self.address, self.connect_timeout_s)
 
     def bind(self, settings: LLMSettings) -> None:

@@ -3,7 +3,8 @@
 Ray is an optional dependency (``pip install -e ".[tune]"``); it is imported only when a search starts.
 """
 
-from recbole_hnlm.tuning.search import SearchSettings, check_ray_address, run_search
+from recbole_hnlm.ray_cluster import check_ray_address
+from recbole_hnlm.tuning.search import SearchSettings, run_search
 from recbole_hnlm.tuning.space import SearchParameter, SearchSpace
 
 __all__ = ["SearchParameter", "SearchSettings", "SearchSpace", "check_ray_address", "run_search"]

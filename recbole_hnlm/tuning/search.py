@@ -14,7 +14,6 @@ from an absolute ``data_path`` and build their config from explicit arguments (`
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from logging import getLogger
@@ -26,6 +25,7 @@ from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import ClusterUnreachableError, ConfigurationError
 from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.quick_start import run
+from recbole_hnlm.ray_cluster import check_ray_address
 from recbole_hnlm.tuning.space import SearchSpace
 
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -60,26 +60,6 @@ class SearchSettings:
             raise ConfigurationError(f"--cpus_per_trial={self.cpus_per_trial} must be > 0.")
         if self.ray_address and self.num_cpus:
             raise ConfigurationError("--num_cpus sizes a local Ray; an existing cluster (--ray_address) has its own.")
-
-
-def check_ray_address(address: str, timeout_s: float) -> None:
-    """Fail fast, naming ``address``, where nothing answers there (``auto`` is checked by Ray itself)."""
-    if address == "auto":
-        return
-    host, separator, port = address.removeprefix("ray://").rpartition(":")
-    if not separator or not host or not port.isdigit():
-        raise ConfigurationError(
-            f"--ray_address={address!r} is not host:port. Fix: e.g. --ray_address=10.0.0.5:6379 on a node of the "
-            "cluster, --ray_address=ray://10.0.0.5:10001 from outside it, or --ray_address=auto."
-        )
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        raise ClusterUnreachableError(
-            f"No Ray cluster answers at {address} ({error or 'no answer'} within {timeout_s:g} s). Fix: start one "
-            "there (`ray start --head` prints its address), check the host and port, or leave --ray_address out "
-            "to run on this machine."
-        ) from None
 
 
 def _without_data_path(cmd_args: list[str]) -> list[str]:

@@ -13,10 +13,12 @@ import torch
 
 from recbole_hnlm import compat
 from recbole_hnlm.errors import ClusterUnreachableError, ConfigurationError
-from recbole_hnlm.tuning.search import SearchSettings, check_ray_address, run_search
+from recbole_hnlm.paths import PROPERTIES_DIR
+from recbole_hnlm.ray_cluster import check_ray_address
+from recbole_hnlm.tuning.search import SearchSettings, run_search
 
 REPO = Path(__file__).resolve().parents[2]
-SPACES = REPO / "properties" / "tune"
+SPACES = PROPERTIES_DIR / "tune"
 ray = pytest.importorskip("ray")
 
 _script = importlib.util.spec_from_file_location("run_recbole_hnlm", REPO / "run_recbole_hnlm.py")
