@@ -10,14 +10,18 @@ projector from the text-embedding space of the LLM cache into the backbone's sco
 batch (the ``hnlm`` sampler, ``sampler.py`` beside this module, attaches the fields it reads):
 
 1. One propagation through the backbone's adapter, as the backbone's own loss does.
-2. The sampled negative: ``NEG_ITEM_ID`` (uniform), or with ``hnlm_base_negative: dns`` the highest-scored of the
-   row's ``neg_candidates``, scored on that same propagation (DNS without a second forward pass).
+2. The sampled negative, made by the run's base sampler (``hnlm_base_negative``, handed over by the hnlm sampler's
+   ``training_loss``) with its own code on that same propagation: a model-scored base (dns, dns_mn, ahns) picks one
+   of the row's ``neg_candidates`` (``pick_in_loss``), a mixing base (mixgcf, dins) synthesizes it per layer from them
+   (``negative_layers``), and any other base's negative is the batch's ``NEG_ITEM_ID`` (uniform, popularity; also
+   ``calculate_loss``, which has no base sampler).
 3. The semantic negative, a text-space vector: the LLM's description of a negative (``hnlm_negative_source:
    vector``), or the item profile of a grounded catalogue item (``neighbour``: items nearest the positive in
-   profile space; ``generated``: items nearest the LLM's description). Grounded ids are filtered by the current
-   model, since raw semantic neighbours are mostly false negatives (results/semantic-quality): of the row's
-   ``hnlm_semantic_candidates`` ids, the highest-scored one that still scores below the positive; a row where
-   every candidate scores above its positive gets no semantic negative.
+   profile space; ``generated``: items nearest the LLM's description; pairs without an LLM-written negative come with
+   neighbour ids, the sampler's fallback). Grounded ids are filtered by the current model, since raw semantic
+   neighbours are mostly false negatives (results/semantic-quality): of the row's ``hnlm_semantic_candidates`` ids,
+   the highest-scored one that still scores below the positive; a row without a description vector where every
+   candidate scores above its positive gets no semantic negative in that step. Only distinct picked ids are projected.
 4. The negative fed to the backbone's pairwise loss, per layer: ``(1 - w) * sampled + w * projected semantic``
    with ``w = hnlm_mix_weight`` (0 where a row has no semantic negative). The projected vector is rescaled to the
    norm of the row's sampled negative, since the alignment below fixes only its direction.
