@@ -45,7 +45,7 @@ PHASES = [
     (adapters, "candidate_scores", "loss: score candidates (per layer)"),
     (mixing, "hardest_per_layer", "loss: hardest per layer + gather"),
     (adapters.ModelAdapter, "pairwise_loss", "loss: pairwise loss"),
-    (hnlmrec.HNLMRec, "sampled_negatives", "loss: hnlm DNS pick"),
+    (hnlmrec.HNLMRec, "sampled_negative_layers", "loss: hnlm base negative"),
     (hnlmrec.HNLMRec, "mix_semantic", "loss: hnlm semantic negative"),
     (hnlmrec.HNLMRec, "alignment_loss", "loss: hnlm alignment term"),
     (torch.Tensor, "backward", "backward"),

@@ -15,8 +15,9 @@ The folder is what ``recbole_hnlm.llm.loader.SemanticCache`` opens, so the CF si
     negatives/pair_generated_unit.npy   int32 (n_pairs,): row of the pair's query in the arrays above, -1 if none
     negatives/summary.json              false hard negative rates of both kinds, beside the uniform baseline
 
-Queries are encoded for ``finetune_encode_pairs`` pairs (0: all) in the seeded round-robin order of the mined
-pairs; the others get no semantic negative. Every array is filled chunk by chunk and resumes where it stopped.
+Queries are encoded for ``finetune_encode_pairs`` pairs (0, the default: all) in the seeded round-robin order of the
+mined pairs; with a budget, the hnlm sampler serves the other pairs from ``neighbour_ids`` (its fallback chain).
+Every array is filled chunk by chunk and resumes where it stopped.
 """
 
 from __future__ import annotations

@@ -10,14 +10,18 @@ projector from the text-embedding space of the LLM cache into the backbone's sco
 batch (the ``hnlm`` sampler, ``sampler.py`` beside this module, attaches the fields it reads):
 
 1. One propagation through the backbone's adapter, as the backbone's own loss does.
-2. The sampled negative: ``NEG_ITEM_ID`` (uniform), or with ``hnlm_base_negative: dns`` the highest-scored of the
-   row's ``neg_candidates``, scored on that same propagation (DNS without a second forward pass).
+2. The sampled negative, made by the run's base sampler (``hnlm_base_negative``, handed over by the hnlm sampler's
+   ``training_loss``) with its own code on that same propagation: a model-scored base (dns, dns_mn, ahns) picks one
+   of the row's ``neg_candidates`` (``pick_in_loss``), a mixing base (mixgcf, dins) synthesizes it per layer from them
+   (``negative_layers``), and any other base's negative is the batch's ``NEG_ITEM_ID`` (uniform, popularity; also
+   ``calculate_loss``, which has no base sampler).
 3. The semantic negative, a text-space vector: the LLM's description of a negative (``hnlm_negative_source:
    vector``), or the item profile of a grounded catalogue item (``neighbour``: items nearest the positive in
-   profile space; ``generated``: items nearest the LLM's description). Grounded ids are filtered by the current
-   model, since raw semantic neighbours are mostly false negatives (results/semantic-quality): of the row's
-   ``hnlm_semantic_candidates`` ids, the highest-scored one that still scores below the positive; a row where
-   every candidate scores above its positive gets no semantic negative.
+   profile space; ``generated``: items nearest the LLM's description; pairs without an LLM-written negative come with
+   neighbour ids, the sampler's fallback). Grounded ids are filtered by the current model, since raw semantic
+   neighbours are mostly false negatives (results/semantic-quality): of the row's ``hnlm_semantic_candidates`` ids,
+   the highest-scored one that still scores below the positive; a row without a description vector where every
+   candidate scores above its positive gets no semantic negative in that step. Only distinct picked ids are projected.
 4. The negative fed to the backbone's pairwise loss, per layer: ``(1 - w) * sampled + w * projected semantic``
    with ``w = hnlm_mix_weight`` (0 where a row has no semantic negative). The projected vector is rescaled to the
    norm of the row's sampled negative, since the alignment below fixes only its direction.
@@ -47,10 +51,11 @@ from recbole.utils import InputType
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.model import get_model
-from recbole_hnlm.model.adapters import get_adapter, rows_of, scoring_mode
+from recbole_hnlm.model.adapters import candidate_scores, get_adapter, rows_of, scoring_mode
+from recbole_hnlm.samplers import MixingSampler, ModelScoredSampler, NegativeSampler
 
-# Batch fields that the hnlm sampler attaches beside NEG_ITEM_ID, one row per (positive, negative) pair.
-CANDIDATES_FIELD = "neg_candidates"
+# Batch fields that the hnlm sampler attaches beside NEG_ITEM_ID and its base sampler's fields, one row per
+# (positive, negative) pair.
 SEMANTIC_IDS_FIELD = "hnlm_semantic_ids"
 SEMANTIC_VECTORS_FIELD = "hnlm_semantic_vectors"
 HAS_SEMANTIC_FIELD = "hnlm_has_semantic"
@@ -86,11 +91,6 @@ def spread_over_layers(pooled: torch.Tensor, n_layers: int, pooling: str) -> tor
         return pooled.unflatten(-1, (n_layers, -1))
     layers = pooled.unsqueeze(-2).expand(*pooled.shape[:-1], n_layers, pooled.shape[-1])
     return layers / n_layers if pooling == "sum" else layers
-
-
-def scores_of(user_scoring: torch.Tensor, item_scoring: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Scores ``(rows, M)`` of the items ``ids`` (rows, M) for each row's user, as one batched product."""
-    return torch.bmm(rows_of(item_scoring, ids), user_scoring.unsqueeze(-1)).squeeze(-1)
 
 
 class HNLMRec(GeneralRecommender):
@@ -134,7 +134,12 @@ class HNLMRec(GeneralRecommender):
             return item_layers.shape[1], self.adapter.pool(item_layers[:1]).shape[-1]
 
     def calculate_loss(self, interaction) -> torch.Tensor:
-        """The backbone's pairwise loss on the mixed negative, plus the weighted alignment term."""
+        """The loss with the batch's ``NEG_ITEM_ID`` as the sampled negative; training runs ``mixed_loss`` with the
+        run's base sampler instead (the hnlm sampler's ``training_loss``)."""
+        return self.mixed_loss(None, interaction)
+
+    def mixed_loss(self, base: NegativeSampler | None, interaction) -> torch.Tensor:
+        """The backbone's pairwise loss on the mixed negative, plus the weighted alignment term, on one propagation."""
         user_layers, item_layers = self.adapter.propagate()
         positives = interaction[self.ITEM_ID]
         user_e = rows_of(user_layers, interaction[self.USER_ID])
@@ -142,7 +147,7 @@ class HNLMRec(GeneralRecommender):
         with torch.no_grad():
             user_scoring = self.adapter.pool(user_e)
             item_scoring = self.adapter.pool(item_layers)
-        neg_e = rows_of(item_layers, self.sampled_negatives(interaction, user_scoring, item_scoring))
+        neg_e = self.sampled_negative_layers(base, interaction, user_layers, item_layers, item_scoring, user_e, pos_e)
         if self.mix_weight > 0:
             neg_e = self.mix_semantic(interaction, user_scoring, item_scoring, neg_e)
         loss = self.adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
@@ -150,38 +155,60 @@ class HNLMRec(GeneralRecommender):
             loss = loss + self.align_weight * self.alignment_loss(item_scoring, positives)
         return loss
 
-    def sampled_negatives(self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor) -> torch.Tensor:
-        """Per row, the hardest of its ``neg_candidates`` when the batch has them, else its ``NEG_ITEM_ID``."""
-        if CANDIDATES_FIELD not in interaction:
-            return interaction[self.NEG_ITEM_ID]
-        candidates = interaction[CANDIDATES_FIELD]
-        scores = scores_of(user_scoring, item_scoring, candidates)
-        return candidates.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+    def sampled_negative_layers(
+        self,
+        base: NegativeSampler | None,
+        interaction,
+        user_layers: torch.Tensor,
+        item_layers: torch.Tensor,
+        item_scoring: torch.Tensor,
+        user_e: torch.Tensor,
+        pos_e: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per row, the base sampler's negative as layer embeddings (rows, layers, dim), made by the base's own code.
 
-    def semantic_vectors(
+        A mixing base synthesizes it from the row's candidates (``negative_layers``); a model-scored base picks one of
+        them (``pick_in_loss``, on ``item_scoring``); any other base's negative is the batch's ``NEG_ITEM_ID``.
+        """
+        if isinstance(base, MixingSampler):
+            return base.negative_layers(self.adapter, interaction, user_e, pos_e, item_layers)
+        if isinstance(base, ModelScoredSampler) and base.scores_in_loss:
+            negatives = base.pick_in_loss(self.adapter, interaction, user_layers, item_scoring)
+        else:
+            negatives = interaction[self.NEG_ITEM_ID]
+        return rows_of(item_layers, negatives)
+
+    def semantic_directions(
         self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text-space semantic negative of each row ``(rows, text_dim)`` and whether the row has one ``(rows,)``.
+        """Projected semantic negative of each row as a unit vector ``(rows, cf_dim)``, and whether the row has one.
 
         Grounded ids are filtered by the model: the highest-scored candidate that scores below the row's positive.
+        Rows with a description vector (the ``vector`` source) use it; the others the picked id's profile.
+        Without gradients: the ranking loss takes the projected negative as a constant.
         """
-        if SEMANTIC_VECTORS_FIELD in interaction:
-            return interaction[SEMANTIC_VECTORS_FIELD], interaction[HAS_SEMANTIC_FIELD]
         ids = interaction[SEMANTIC_IDS_FIELD]
         with torch.no_grad():
-            scores = scores_of(user_scoring, item_scoring, ids)
+            scores = candidate_scores(user_scoring, item_scoring, ids)
             positive = (user_scoring * rows_of(item_scoring, interaction[self.ITEM_ID])).sum(dim=-1)
             usable = (ids > 0) & (scores < positive.unsqueeze(1))
             picked = ids.gather(1, scores.masked_fill(~usable, -torch.inf).argmax(dim=1, keepdim=True)).squeeze(1)
-        return rows_of(self.item_profile_vectors, picked), usable.any(dim=1)
+            has_semantic = usable.any(dim=1)
+            # Distinct picked ids only: a batch repeats popular items, and the projection is the costly part.
+            distinct, inverse = torch.unique(picked, return_inverse=True)
+            projected = self.projector(rows_of(self.item_profile_vectors, distinct))[inverse]
+            if SEMANTIC_VECTORS_FIELD in interaction:
+                has_vector = interaction[HAS_SEMANTIC_FIELD]
+                projected[has_vector] = self.projector(interaction[SEMANTIC_VECTORS_FIELD][has_vector])
+                has_semantic = has_semantic | has_vector
+            return F.normalize(projected, dim=-1), has_semantic
 
     def mix_semantic(
         self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor, sampled_e: torch.Tensor
     ) -> torch.Tensor:
         """``(1 - w) * sampled + w * projected semantic`` per layer; ``w`` is 0 on rows without a semantic negative."""
-        vectors, has_semantic = self.semantic_vectors(interaction, user_scoring, item_scoring)
+        direction, has_semantic = self.semantic_directions(interaction, user_scoring, item_scoring)
         with torch.no_grad():
-            direction = F.normalize(self.projector(vectors), dim=-1)
             semantic = direction * self.adapter.pool(sampled_e).norm(dim=-1, keepdim=True)
         weight = self.mix_weight * has_semantic.to(sampled_e.dtype).reshape(-1, 1, 1)
         semantic_e = spread_over_layers(semantic, self.n_layers, self.adapter.pooling)

@@ -7,55 +7,98 @@ Potentials." arXiv 2504.04726, 2025. Reference code: https://github.com/user683/
 ``--model``: the sampler names it in ``wrapper_model``, and the Config makes that switch. This sampler is the
 data side. Per batch it fills:
 
-- ``NEG_ITEM_ID`` with uniform negatives, so that the batch stays valid for any code that reads it;
-- ``neg_candidates`` with ``candidate_num`` uniform candidates per row when ``hnlm_base_negative`` is ``dns``
-  (HNLMRec scores them on the propagation of its own loss, so no second forward pass is spent on sampling);
-- the semantic negatives of each (user, positive) training pair from ``SemanticCache.lookup``:
-  ``hnlm_semantic_ids``, the ``hnlm_semantic_candidates`` nearest grounded ids (0 pads), for the ``neighbour``
-  and ``generated`` sources; ``hnlm_semantic_vectors`` and ``hnlm_has_semantic`` for the ``vector`` source.
+- ``NEG_ITEM_ID`` and any fields of its own (e.g. the ``neg_candidates`` pool) from the base sampler,
+  ``hnlm_base_negative``: an instance of any registered id or mixing sampler (uniform, popularity, dns, dns_mn, ahns,
+  mixgcf, dins), built on the backbone (``model`` = the backbone, its knobs from the run's config or else its own
+  defaults files). ``training_loss`` hands that instance to HNLMRec's loss, which picks among the candidates
+  (``ModelScoredSampler.pick_in_loss``) or synthesizes the negative (``MixingSampler.negative_layers``) on its own
+  one propagation, with the base's own code;
+- the semantic negatives of each (user, positive) training pair, from the cache's ``SemanticNegativeTable`` (built
+  once): ``hnlm_semantic_ids``, ``hnlm_semantic_candidates`` grounded ids per row (0 pads), and for the ``vector``
+  source ``hnlm_semantic_vectors`` with ``hnlm_has_semantic`` (whether the row has a description vector).
+
+Every training pair gets a semantic negative; where the configured source has none for a pair, the next source of its
+fallback chain serves it:
+
+- ``neighbour``: the items nearest the positive's profile (every pair has them);
+- ``generated``: the items grounded from the LLM's negative description -> ``neighbour``;
+- ``vector``: the description's embedding -> ``neighbour`` (a pair has grounded ids exactly when it has a
+  description, so the grounded item's profile adds no coverage to this chain).
+
+The rows each source served are counted over the run, logged after it and saved in the results file as
+``semantic_coverage`` (shares of rows per source, e.g. ``{"generated": 0.0996, "neighbour": 0.9004}``). The model
+still drops a row's semantic negative in a step where every one of its ids scores above the positive (``model.py``).
 
 Rows follow RecBole's repeated batch when ``sample_num`` > 1 (the k-th block of rows holds the k-th negative).
-``training_loss`` stays None: HNLMRec's own ``calculate_loss`` mixes and aligns, so the model trains, saves and
-reloads through RecBole's Trainer like any other.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from logging import getLogger
 from pathlib import Path
 
 import numpy as np
 import torch
+from recbole.data.interaction import Interaction
 
+from recbole_hnlm.config import read_defaults
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.finetune.settings import encoder_mode
 from recbole_hnlm.hnlm.model import (
-    CANDIDATES_FIELD,
     HAS_SEMANTIC_FIELD,
     PROJECTOR_KINDS,
     SEMANTIC_IDS_FIELD,
     SEMANTIC_VECTORS_FIELD,
 )
-from recbole_hnlm.llm.loader import SemanticCache
+from recbole_hnlm.llm.loader import NEGATIVE_SOURCES, SERVING_SOURCES, SemanticCache, SemanticNegativeTable
 from recbole_hnlm.llm.settings import LLMSettings, backend_kind
 from recbole_hnlm.model.adapters import adapter_class_for
 from recbole_hnlm.paths import properties_file
-from recbole_hnlm.samplers.base import CandidatePoolSampler, check_candidate_num
-
-NEGATIVE_SOURCES = ("neighbour", "generated", "vector")
-BASE_NEGATIVES = ("uniform", "dns")
+from recbole_hnlm.samplers import SAMPLER_REGISTRY, ModelScoredSampler, NegativeSampler, get_sampler_class
 
 logger = getLogger()
 
 
-class SemanticNegativeSampler(CandidatePoolSampler):
-    """Uniform ``NEG_ITEM_ID``, optional DNS candidates, and the pair's semantic negatives from the LLM cache.
+def base_sampler_names() -> list[str]:
+    """Registered samplers that can serve as ``hnlm_base_negative``: all but those that train a model of their own."""
+    return [name for name, sampler in SAMPLER_REGISTRY.items() if sampler.wrapper_model is None]
 
-    The cache is opened by ``open_cache``, which ``quick_start`` calls once the split is known (building the cache
-    when missing needs the validation and test splits, to measure false hard negatives); a sampler used without
-    it opens an existing cache on its first batch.
+
+class BaseSamplerConfig:
+    """The run's config as the base sampler sees it: ``model`` is the backbone, ``neg_sampler`` the base, and a knob
+    the run's config lacks (e.g. ``dns_top_n``, which only ``dns_mn``'s defaults name) comes from the base's own
+    defaults files."""
+
+    def __init__(self, config, base_class: type[NegativeSampler]) -> None:
+        self.config = config
+        self.overrides = {"model": config["backbone"], "neg_sampler": base_class.name}
+        self.defaults: dict = {}
+        for file in base_class.defaults_files():
+            self.defaults.update(read_defaults(file))
+
+    def __getitem__(self, key: str):
+        if key in self.overrides:
+            return self.overrides[key]
+        return self.config[key] if key in self.config else self.defaults.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.overrides or key in self.config or key in self.defaults
+
+    def base_settings(self) -> dict:
+        """The base's own knobs (those its defaults files name) as the base reads them, for the results file."""
+        return {key: self[key] for key in sorted(self.defaults) if key != "neg_sampler"}
+
+
+class SemanticNegativeSampler(NegativeSampler):
+    """The base sampler's negatives, and each pair's semantic negatives from the LLM cache, with a fallback chain.
+
+    The cache is opened by ``open_cache``, which ``prepare`` calls once the split is known (building the cache when
+    missing needs the validation and test splits, to measure false hard negatives); a sampler used without it opens
+    an existing cache on its first batch.
     """
 
     name = "hnlm"
@@ -71,14 +114,17 @@ class SemanticNegativeSampler(CandidatePoolSampler):
         self.config = config
         self.train_dataset = dataset
         self.source = config["hnlm_negative_source"]
-        self.base_negative = config["hnlm_base_negative"]
         self.semantic_candidates = int(config["hnlm_semantic_candidates"])
+        self.base_config = BaseSamplerConfig(config, get_sampler_class(config["hnlm_base_negative"]))
+        self.base = get_sampler_class(config["hnlm_base_negative"])(self.base_config, dataset)
         self.cache: SemanticCache | None = None
+        self.table: SemanticNegativeTable | None = None
+        self.served = np.zeros(len(SERVING_SOURCES), dtype=np.int64)  # rows served per source, over the run
 
     @classmethod
     def validate_config(cls, config) -> None:
-        """Refuse unknown sources, projectors and bases, weights out of range, sources the LLM cannot serve, and a
-        refit on train + validation (the LLM cache belongs to the training split)."""
+        """Refuse unknown sources, projectors and bases, base settings the base refuses, weights out of range, sources
+        the LLM cannot serve, and a refit on train + validation (the LLM cache belongs to the training split)."""
         if config["refit_with_valid"]:
             raise ConfigurationError(
                 f"refit_with_valid does not work with neg_sampler={config['neg_sampler']}: its LLM cache is built for "
@@ -87,14 +133,22 @@ class SemanticNegativeSampler(CandidatePoolSampler):
 
         choices = {
             "hnlm_negative_source": NEGATIVE_SOURCES,
-            "hnlm_base_negative": BASE_NEGATIVES,
+            "hnlm_base_negative": base_sampler_names(),
             "hnlm_projector": PROJECTOR_KINDS,
         }
         for key, valid in choices.items():
             if config[key] not in valid:
-                raise ConfigurationError(f"{key}={config[key]!r} is invalid. Valid: {', '.join(valid)}.")
-        if config["hnlm_base_negative"] == "dns":
-            check_candidate_num(config, cls.name)
+                raise ConfigurationError(
+                    f"{key}={config[key]!r} is invalid. Valid: {', '.join(valid)}. Fix: e.g. --{key}={valid[0]}."
+                )
+        base_class = get_sampler_class(config["hnlm_base_negative"])
+        if base_class.requires_model and not issubclass(base_class, ModelScoredSampler):
+            raise ConfigurationError(
+                f"hnlm_base_negative={base_class.name} scores candidates with model.predict while the batch is built, "
+                "which HNLMRec's one-propagation loss cannot host. Fix: a base that picks in the loss (dns, dns_mn, "
+                "ahns), synthesizes there (mixgcf, dins) or needs no model (uniform, popularity)."
+            )
+        base_class.validate_config(BaseSamplerConfig(config, base_class))
         _check_number(config, "hnlm_mix_weight", 0.0, 1.0, "a number in [0, 1], e.g. 0.1")
         _check_number(config, "hnlm_align_weight", 0.0, None, "a number >= 0, e.g. 0.1")
         temperature = config["hnlm_temperature"]
@@ -126,7 +180,8 @@ class SemanticNegativeSampler(CandidatePoolSampler):
         """Build (when ``build`` and missing) and open the LLM cache of this training split; log what it holds."""
         started = time.perf_counter()  # building restores torch's thread count itself (llm_torch_threads)
         self.cache = open_text_vectors(self.config, self.train_dataset, held_out_datasets, build=build)
-        covered = int((np.asarray(self.cache.pair_generated_unit) >= 0).sum())
+        self.table = self.cache.negative_table(self.source, self.semantic_candidates)
+        covered = int((self.table.units >= 0).sum())
         if self.source != "neighbour" and covered == 0:
             raise ConfigurationError(
                 f"hnlm_negative_source={self.source} needs LLM-written negatives, but the cache "
@@ -134,30 +189,53 @@ class SemanticNegativeSampler(CandidatePoolSampler):
                 "answers (negatives/summary.json), or --hnlm_negative_source=neighbour."
             )
         manifest = self.cache.manifest
+        pairs = len(self.table.keys)
+        fallback = "" if self.source == "neighbour" else f"; the other {pairs - covered} fall back to neighbours"
         logger.info(
             f"hnlm: {manifest['generator']['backend']} profiles ({manifest['generator']['model']}), "
             f"{manifest['embedding']['model']} embeddings (dim {self.cache.dim}), negative source {self.source}, "
-            f"LLM-written negatives for {covered} of {len(self.cache.pair_keys)} training pairs; "
-            f"cache {self.cache.folder.path} ready in {time.perf_counter() - started:.1f}s"
+            f"LLM-written negatives for {covered} of {pairs} training pairs{fallback}; base sampler "
+            f"{self.base.name}; cache {self.cache.folder.path} ready in {time.perf_counter() - started:.1f}s"
         )
         return self.cache
 
     def prepare(self, held_out_datasets: list) -> None:
-        """Build or open the cache once the split is known: building it measures false hard negatives on the
-        held-out splits."""
+        """Prepare this sampler and its base, then build or open the cache once the split is known: building it
+        measures false hard negatives on the held-out splits."""
+        super().prepare(held_out_datasets)
+        self.base.prepare(held_out_datasets)
         self.open_cache(held_out_datasets)
 
-    def run_details(self) -> dict:
-        """Which profiles and negatives this run trains on, for its results file."""
-        cache = self.semantic_cache()
+    def semantic_coverage(self) -> dict[str, float]:
+        """The share of training rows each source served so far (sources that served none left out)."""
+        total = int(self.served.sum())
         return {
+            source: round(int(count) / total, 4)
+            for source, count in zip(SERVING_SOURCES, self.served, strict=True)
+            if count and total
+        }
+
+    def run_details(self) -> dict:
+        """The base's entries, which profiles and negatives this run trains on, and the coverage of each source."""
+        cache = self.semantic_cache()
+        coverage = self.semantic_coverage()
+        rows = int(self.served.sum())
+        shares = ", ".join(f"{source} {share:.2%}" for source, share in coverage.items())
+        logger.info(f"hnlm semantic coverage over {rows} training rows: {shares or 'no rows sampled'}")
+        return {
+            **self.base.run_details(),
+            **super().run_details(),
             "semantic_negatives": {
                 "llm": cache.manifest["generator"]["backend"],
                 "llm_model": cache.manifest["generator"]["model"],
                 "embedding_model": cache.manifest["embedding"]["model"],
                 "negative_source": self.source,
+                "fallback": [] if self.source == "neighbour" else ["neighbour"],
+                "base_sampler": self.base.name,
+                "base_settings": self.base_config.base_settings(),
                 "cache": str(cache.folder.path),
-            }
+            },
+            "semantic_coverage": coverage,
         }
 
     def semantic_cache(self) -> SemanticCache:
@@ -167,33 +245,30 @@ class SemanticNegativeSampler(CandidatePoolSampler):
         return self.cache
 
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
-        """Uniform negatives for ``NEG_ITEM_ID``; HNLMRec trains on the fields below instead.
-
-        With a DNS base the candidate pool of the batch is drawn here and its first column serves as
-        ``NEG_ITEM_ID`` (a uniform draw like any other), so a batch costs one draw instead of two.
-        """
-        users = user_ids.numpy()
-        if self.base_negative != "dns":
-            return torch.from_numpy(self.draw_uniform(users, num))
-        return self.sample_from_pool(users, num)
+        """The base sampler's ``NEG_ITEM_ID``; HNLMRec trains on what its loss makes of the base's fields."""
+        return self.base.sample(user_ids, item_ids, num, model=model)
 
     def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
-        """DNS candidates and semantic negatives, ``num * batch`` rows in the order of RecBole's repeated batch."""
-        users = user_ids.numpy()
-        fields = {}
-        if self.base_negative == "dns":
-            fields[CANDIDATES_FIELD] = self.candidate_pool(users, num)
-        found = self.semantic_cache().lookup(users, item_ids.numpy())
-        if self.source == "vector":
-            fields[SEMANTIC_VECTORS_FIELD] = torch.from_numpy(np.tile(found.generated_vectors, (num, 1)))
-            fields[HAS_SEMANTIC_FIELD] = torch.from_numpy(np.tile(found.has_generated, num))
-        else:
-            ids = found.neighbour_ids if self.source == "neighbour" else found.generated_ids
-            ids = ids[:, : self.semantic_candidates].astype(np.int64)
-            if self.source == "generated":
-                ids[~found.has_generated] = 0
-            fields[SEMANTIC_IDS_FIELD] = torch.from_numpy(np.tile(ids, (num, 1)))
+        """The base's fields and the semantic negatives, ``num * batch`` rows in the order of RecBole's repeated
+        batch; counts the rows each source served."""
+        fields = self.base.extra_batch_fields(user_ids, item_ids, num)
+        self.semantic_cache()
+        found = self.table.lookup(user_ids.numpy(), item_ids.numpy())
+        self.served += np.bincount(found.served_by, minlength=len(SERVING_SOURCES)) * num
+        fields[SEMANTIC_IDS_FIELD] = _repeated_rows(found.ids.astype(np.int64), num)
+        if found.vectors is not None:
+            fields[SEMANTIC_VECTORS_FIELD] = _repeated_rows(found.vectors, num)
+            fields[HAS_SEMANTIC_FIELD] = _repeated_rows(found.has_vector, num)
         return fields
+
+    def training_loss(self, model) -> Callable[[Interaction], torch.Tensor]:
+        """HNLMRec's loss with this run's base sampler: its picks or syntheses on the loss's own propagation."""
+        return partial(model.mixed_loss, self.base)
+
+
+def _repeated_rows(rows: np.ndarray, num: int) -> torch.Tensor:
+    """``rows`` once per negative, in the order of RecBole's repeated batch (no copy for one negative)."""
+    return torch.from_numpy(rows if num == 1 else np.concatenate([rows] * num))
 
 
 def _check_number(config, key: str, low: float, high: float | None, expected: str) -> None:

@@ -7,9 +7,12 @@
     found.generated_ids                  # (B, k) items grounded from the LLM's negative description
     found.generated_vectors              # (B, dim) that description's embedding
     found.has_generated                  # (B,) False where no usable LLM negative covers the pair
+    table = cache.negative_table("generated", k=10)  # built once: every pair's ids, the fallback applied
+    batch = table.lookup(users, items)   # batch.ids (B, k), batch.served_by (B,): which source served each pair
 
 Arrays stay memory-mapped; ``lookup`` reads only the rows asked for, so a dataset with millions of
-interactions never needs them all in RAM.
+interactions never needs them all in RAM. ``negative_table`` keeps the pair keys and k ids per training pair in RAM
+(12 + 4k bytes a pair) so that a training batch costs one search and a few row reads.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_hnlm.errors import CacheMismatchError
+from recbole_hnlm.errors import CacheMismatchError, ConfigurationError
 from recbole_hnlm.llm.backends import embedding_model_name
 from recbole_hnlm.llm.cache import CacheFolder, mismatch_message, open_array
 from recbole_hnlm.llm.negatives import negatives_recipe, read_recipe
@@ -37,6 +40,64 @@ class SemanticNegatives:
     generated_ids: np.ndarray
     generated_vectors: np.ndarray
     has_generated: np.ndarray
+
+
+# The sources a pair's semantic negative can come from, in the order of ``PairNegatives.served_by``'s codes.
+SERVING_SOURCES = ("generated", "vector", "neighbour")
+NEGATIVE_SOURCES = ("neighbour", "generated", "vector")
+
+
+@dataclass(frozen=True)
+class PairNegatives:
+    """The semantic negatives of a batch of training pairs after the fallback: ``ids`` (B, k) grounded item ids
+    (0 pads), ``served_by`` (B,) codes into ``SERVING_SOURCES``, and for the ``vector`` source ``vectors`` (B, dim)
+    with ``has_vector`` (B,) (rows without one hold zeros and use ``ids``)."""
+
+    ids: np.ndarray
+    served_by: np.ndarray
+    vectors: np.ndarray | None = None
+    has_vector: np.ndarray | None = None
+
+
+class SemanticNegativeTable:
+    """Every training pair's semantic negative ids with the fallback chain applied, built once per run.
+
+    ``neighbour``: the items nearest the positive's profile. ``generated``: the items grounded from the LLM's negative
+    description of the pair, and the neighbours where the pair has none. ``vector``: the description's embedding, and
+    the neighbours where the pair has none (a pair has grounded ids exactly when it has a description, so grounding
+    adds no coverage to this chain).
+    """
+
+    def __init__(self, cache: SemanticCache, source: str, k: int) -> None:
+        if source not in NEGATIVE_SOURCES:
+            raise ConfigurationError(
+                f"hnlm_negative_source={source!r} is invalid. Valid: {', '.join(NEGATIVE_SOURCES)}. Fix: e.g. "
+                "--hnlm_negative_source=neighbour."
+            )
+        self.cache = cache
+        self.source = source
+        self.keys = np.array(cache.pair_keys, dtype=np.int64)
+        self.ids = np.array(cache.neighbour_ids[:, :k], dtype=np.int32)
+        self.units = np.asarray(cache.pair_generated_unit, dtype=np.int64)
+        covered = self.units >= 0
+        self.served_by = np.full(len(self.keys), SERVING_SOURCES.index("neighbour"), dtype=np.uint8)
+        if source != "neighbour":
+            self.served_by[covered] = SERVING_SOURCES.index(source)
+        if source == "generated" and covered.any():
+            self.ids[covered] = cache.generated_ids[self.units[covered], :k]
+
+    def lookup(self, users, items) -> PairNegatives:
+        """The negatives of each (user, positive) training pair; a pair outside training is refused."""
+        rows = self.cache.pair_rows(users, items, self.keys)
+        served_by = self.served_by[rows]
+        if self.source != "vector":
+            return PairNegatives(self.ids[rows], served_by)
+        units = self.units[rows]
+        has_vector = units >= 0
+        vectors = np.zeros((len(rows), self.cache.dim), dtype=np.float32)
+        if has_vector.any():
+            vectors[has_vector] = self.cache.generated_vectors[units[has_vector]]
+        return PairNegatives(self.ids[rows], served_by, vectors, has_vector)
 
 
 class SemanticCache:
@@ -61,11 +122,15 @@ class SemanticCache:
         """Size of the text-embedding vectors."""
         return int(self.item_profile_vectors.shape[1])
 
-    def pair_rows(self, users, items) -> np.ndarray:
-        """Row of each (user, item) training pair in the per-pair arrays; a pair outside training is refused."""
+    def pair_rows(self, users, items, pair_keys: np.ndarray | None = None) -> np.ndarray:
+        """Row of each (user, item) training pair in the per-pair arrays; a pair outside training is refused.
+
+        ``pair_keys``, the cache's keys read into RAM, spares the search its memory-mapped reads.
+        """
+        pair_keys = self.pair_keys if pair_keys is None else pair_keys
         keys = np.asarray(users, dtype=np.int64) * self.n_items + np.asarray(items, dtype=np.int64)
-        rows = np.searchsorted(self.pair_keys, keys).clip(max=len(self.pair_keys) - 1)
-        missing = self.pair_keys[rows] != keys
+        rows = np.searchsorted(pair_keys, keys).clip(max=len(pair_keys) - 1)
+        missing = pair_keys[rows] != keys
         if missing.any():
             raise CacheMismatchError(
                 f"{int(missing.sum())} (user, item) pairs are not training pairs of cache {self.folder.path}, e.g. "
@@ -85,6 +150,10 @@ class SemanticCache:
             generated_ids[has_generated] = self.generated_ids[units[has_generated]]
             generated_vectors[has_generated] = self.generated_vectors[units[has_generated]]
         return SemanticNegatives(np.asarray(self.neighbour_ids[rows]), generated_ids, generated_vectors, has_generated)
+
+    def negative_table(self, source: str, k: int) -> SemanticNegativeTable:
+        """The first ``k`` semantic negative ids of every training pair for ``source``, the fallback applied."""
+        return SemanticNegativeTable(self, source, k)
 
 
 def load_semantic_cache(

@@ -71,9 +71,20 @@ class MixingSampler(CandidatePoolSampler):
     def mixing_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
         """Propagate once, synthesize one negative per row, and return the model's loss on it."""
         user_e, pos_e, item_layers = adapter.batch_layers(interaction)
-        hard_e = hardest_per_layer(adapter, user_e, item_layers, interaction[self.candidates_field])
-        neg_e = self.synthesize(adapter, user_e, pos_e, hard_e)
+        neg_e = self.negative_layers(adapter, interaction, user_e, pos_e, item_layers)
         return adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
+
+    def negative_layers(
+        self,
+        adapter: ModelAdapter,
+        interaction: Interaction,
+        user_e: torch.Tensor,
+        pos_e: torch.Tensor,
+        item_layers: torch.Tensor,
+    ) -> torch.Tensor:
+        """Each row's synthesized negative per layer (rows, layers, dim), from its candidates on one propagation."""
+        hard_e = hardest_per_layer(adapter, user_e, item_layers, interaction[self.candidates_field])
+        return self.synthesize(adapter, user_e, pos_e, hard_e)
 
     @abstractmethod
     def synthesize(

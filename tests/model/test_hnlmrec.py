@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset
 from recbole_hnlm.hnlm.model import (
-    CANDIDATES_FIELD,
     HAS_SEMANTIC_FIELD,
     SEMANTIC_IDS_FIELD,
     SEMANTIC_VECTORS_FIELD,
@@ -21,6 +21,7 @@ from recbole_hnlm.model import MODEL_ZOO, get_model
 from recbole_hnlm.quick_start import load_data_and_model, prepare_run_data, run
 from recbole_hnlm.trainer import create_trainer
 
+CANDIDATES_FIELD = "neg_candidates"
 QUIET = {"state": "ERROR", "show_progress": False}
 # Test Recall@20 of an untrained model on ml-100k is about 0.01 (tests/test_run.py); one epoch must clearly beat it.
 TRAINED_RECALL = {"BPR": 0.05, "LightGCN": 0.12}
@@ -84,12 +85,15 @@ def test_without_semantics_the_loss_is_the_backbones_own(fresh_config):
     config, train_data = fresh_config
     model = build(config, train_data, hnlm_mix_weight=0.0, hnlm_align_weight=0.0)
     batch = first_batch(train_data)
-    hardest = model.sampled_negatives(batch, *scoring(model, batch))
+    base = train_data.negative_sampler.base  # dns: the hardest candidate, picked on the loss's propagation
+    with torch.no_grad():
+        user_layers, item_layers = model.adapter.propagate()
+        hardest = base.pick_in_loss(model.adapter, batch, user_layers, model.adapter.pool(item_layers))
     assert torch.equal(hardest, dns_pick(model, batch))
     with_hardest = Interaction({**batch.interaction, model.NEG_ITEM_ID: hardest})
-    torch.testing.assert_close(model.calculate_loss(batch), model.backbone.calculate_loss(with_hardest))
-    uniform = Interaction({key: value for key, value in batch.interaction.items() if key != CANDIDATES_FIELD})
-    torch.testing.assert_close(model.calculate_loss(uniform), model.backbone.calculate_loss(uniform))
+    torch.testing.assert_close(model.mixed_loss(base, batch), model.backbone.calculate_loss(with_hardest))
+    # Without a base sampler the batch's NEG_ITEM_ID is the sampled negative.
+    torch.testing.assert_close(model.calculate_loss(batch), model.backbone.calculate_loss(batch))
 
 
 def scoring(model: HNLMRec, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,10 +116,11 @@ def test_semantic_candidate_is_the_highest_scored_below_the_positive(fresh_confi
     model = build(config, train_data)
     batch = first_batch(train_data)
     user_scoring, item_scoring = scoring(model, batch)
-    vectors, has_semantic = model.semantic_vectors(batch, user_scoring, item_scoring)
+    directions, has_semantic = model.semantic_directions(batch, user_scoring, item_scoring)
     ids = batch[SEMANTIC_IDS_FIELD]
     scores = (user_scoring.unsqueeze(1) * item_scoring[ids]).sum(dim=-1)
     positive = (user_scoring * item_scoring[batch[model.ITEM_ID]]).sum(dim=-1)
+    checked = 0
     for row in range(0, len(ids), 97):
         below = [
             (score, item)
@@ -124,7 +129,11 @@ def test_semantic_candidate_is_the_highest_scored_below_the_positive(fresh_confi
         ]
         assert bool(has_semantic[row]) == bool(below)
         if below:
-            torch.testing.assert_close(vectors[row], model.item_profile_vectors[max(below)[1]])
+            with torch.no_grad():
+                expected = F.normalize(model.projector(model.item_profile_vectors[max(below)[1]]), dim=-1)
+            torch.testing.assert_close(directions[row], expected)
+            checked += 1
+    assert checked > 0
 
 
 def test_llm_vectors_reach_the_loss_and_the_projector_gets_gradients(fresh_config):
@@ -157,7 +166,8 @@ def test_vector_source_projects_the_description_vectors(fresh_config):
     rows = len(batch)
     # Stand-ins for LLM-written descriptions (a template cache has none): real item-profile vectors.
     described = model.item_profile_vectors[torch.randint(1, model.n_items, (rows,))]
-    fields = {key: value for key, value in batch.interaction.items() if key != SEMANTIC_IDS_FIELD}
+    # No usable grounded ids: rows without a description vector then have no semantic negative at all.
+    fields = {**batch.interaction, SEMANTIC_IDS_FIELD: torch.zeros_like(batch[SEMANTIC_IDS_FIELD])}
     losses, negatives = [], []
     for vectors, present in (
         (described, torch.ones(rows, dtype=torch.bool)),
@@ -166,7 +176,7 @@ def test_vector_source_projects_the_description_vectors(fresh_config):
     ):
         vector_batch = Interaction({**fields, SEMANTIC_VECTORS_FIELD: vectors, HAS_SEMANTIC_FIELD: present})
         with torch.no_grad():
-            sampled_e = model.adapter.propagate()[1][model.sampled_negatives(vector_batch, *scoring(model, batch))]
+            sampled_e = model.adapter.propagate()[1][vector_batch[model.NEG_ITEM_ID]]
             negatives.append(model.mix_semantic(vector_batch, *scoring(model, batch), sampled_e))
             losses.append(model.calculate_loss(vector_batch).item())
     with_vectors, without_any, zero_vectors = negatives

@@ -11,9 +11,10 @@ from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.data.preparation import load_dataset
 from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
 from recbole_hnlm.hnlm import SemanticNegativeSampler
-from recbole_hnlm.hnlm.model import CANDIDATES_FIELD, SEMANTIC_IDS_FIELD
+from recbole_hnlm.hnlm.model import SEMANTIC_IDS_FIELD
 from recbole_hnlm.quick_start import prepare_run_data
 
+CANDIDATES_FIELD = "neg_candidates"
 QUIET = {"state": "ERROR", "show_progress": False}
 
 
@@ -81,7 +82,9 @@ def test_model_with_neg_sampler_hnlm_is_hnlmrec_around_it():
     ("model", "settings", "message"),
     [
         ("LightGCN", {"hnlm_negative_source": "random"}, "hnlm_negative_source='random' is invalid"),
-        ("LightGCN", {"hnlm_base_negative": "ahns"}, "hnlm_base_negative='ahns' is invalid"),
+        ("LightGCN", {"hnlm_base_negative": "hnlm"}, "hnlm_base_negative='hnlm' is invalid"),
+        ("LightGCN", {"hnlm_base_negative": "dns_mn", "dns_top_n": 40}, "dns_top_n=40 is invalid"),
+        ("LightGCN", {"hnlm_base_negative": "dins", "dins_alpha": 0}, "dins_alpha=0 is invalid"),
         ("LightGCN", {"hnlm_projector": "cnn"}, "hnlm_projector='cnn' is invalid"),
         ("LightGCN", {"hnlm_mix_weight": 1.5}, "hnlm_mix_weight=1.5 is invalid"),
         ("LightGCN", {"hnlm_align_weight": -0.1}, "hnlm_align_weight=-0.1 is invalid"),
