@@ -88,7 +88,7 @@ class NegativeSampler(ABC):
         self.uid_field = dataset.uid_field
         self.iid_field = dataset.iid_field
         self.rng = np.random.default_rng(config["seed"])
-        self.false_negatives = FalseHardNegativeMeter(self.n_items)
+        self.false_negatives = FalseHardNegativeMeter(dataset.user_num, self.n_items)
 
     @classmethod
     def validate_config(cls, config) -> None:

@@ -18,7 +18,7 @@ from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.model import adapters, get_model
 from recbole_hnlm.model.adapters import get_adapter
-from recbole_hnlm.samplers import get_sampler_class
+from recbole_hnlm.samplers import false_negatives, get_sampler_class
 from recbole_hnlm.samplers import text_filter as text_filter_module
 from recbole_hnlm.samplers.false_negatives import FalseHardNegativeMeter
 from recbole_hnlm.samplers.text_filter import Screen, TextFilter
@@ -287,11 +287,15 @@ def test_uniform_draws_are_counted_against_the_held_out_split(train_dataset, row
     assert counts["held_out_positives"] == expected and counts["picks"] == 2 * len(users)
 
 
-def test_the_meter_broadcasts_users_over_layers():
-    meter = FalseHardNegativeMeter(n_items=10)
-    meter.set_held_out([held_out([1, 2], [3, 4])])
+@pytest.mark.parametrize("bitset", [True, False])
+def test_the_meter_broadcasts_users_over_layers(bitset, monkeypatch):
+    monkeypatch.setattr(false_negatives, "BITSET_MAX_CELLS", 1 << 28 if bitset else 0)
+    meter = FalseHardNegativeMeter(n_users=3, n_items=10)
+    meter.set_held_out([held_out([1, 2, 2], [3, 4, 9])])
+    assert (meter.bits is not None) == bitset
     meter.count(torch.tensor([1, 2, 1]), torch.tensor([[3, 5], [4, 4], [4, 3]]))
-    assert meter.details()["false_hard_negatives"] == {"picks": 6, "held_out_positives": 4, "per_epoch": [4 / 6]}
+    meter.count(torch.tensor([2, 0]), torch.tensor([9, 0]))  # the last key, and one below the first
+    assert meter.details()["false_hard_negatives"] == {"picks": 8, "held_out_positives": 5, "per_epoch": [5 / 8]}
 
 
 def test_settings_are_checked():
