@@ -164,6 +164,9 @@ class TextFilter:
         profiles = load_profile_vectors(self.config, self.train_dataset)
         self.vectors_description = profiles.describe()
         self.set_vectors(profiles.user_vectors, profiles.item_vectors)
+        settings = self.settings
+        cut = f"cosine > {settings.threshold}" if settings.threshold is not None else f"above q{settings.quantile}"
+        logger.info(f"text filter: {settings.target}, {cut}, {settings.mode}; vectors {profiles.folder}")
 
     def set_vectors(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> None:
         """Use these text vectors ((n_users, dim), (n_items, dim), rows in RecBole's internal ids); normalised here."""
