@@ -47,8 +47,8 @@ class RecordingAdaptiveHardnessSampler(AdaptiveHardnessSampler):
                 "cosine variant rescales them inside sample(). Fix: drop --ahns_similarity."
             )
 
-    def pick(self, scores, positive_scores):
-        picked = super().pick(scores, positive_scores)
+    def pick(self, scores, positive_scores, screen=None):
+        picked = super().pick(scores, positive_scores, screen)
         rank = (scores > scores.gather(1, picked.unsqueeze(1))).sum(dim=1).float()  # 0 = the hardest candidate
         self.batches.append(
             {

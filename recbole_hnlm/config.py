@@ -72,7 +72,15 @@ UNHASHED_SETTINGS = frozenset(
 )
 # Settings added after benchmark runs were recorded, with the value that reproduces those runs. At that value they
 # stay out of the fingerprint, so that adding a setting does not orphan the finished runs of every matrix.
-LATER_SETTINGS = {"refit_with_valid": False, "ahns_similarity": "ip"}
+LATER_SETTINGS = {
+    "refit_with_valid": False,
+    "ahns_similarity": "ip",
+    "text_filter": "none",
+    "text_filter_quantile": 0.75,
+    "text_filter_threshold": None,
+    "text_filter_mode": "drop",
+    "text_filter_weight": 0.5,
+}
 # Integer settings with their least valid value.
 _MIN_INTEGER = {
     "epochs": 1,

@@ -43,6 +43,8 @@ class EpochRecordMixin:
             # Samplers that synthesize negative embeddings bring their own loss; the others return None.
             loss_func = sampler.training_loss(self.model)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        if sampler is not None:
+            sampler.end_epoch()  # closes the epoch's false-hard-negative counts
         self.epoch_train_seconds.append(perf_counter() - start)
         self.epoch_sampling_seconds.append(getattr(train_data, "sampling_seconds", 0.0) - sampling_before)
         self._report_progress()

@@ -157,7 +157,10 @@ def test_docs_sampler_example_runs_as_written(run_settings, ml100k_slice, monkey
     assert namespace["result"]["neg_sampler"] == "least_popular"
 
 
-@pytest.mark.parametrize(("key", "other_value"), [("refit_with_valid", True), ("ahns_similarity", "cos")])
+@pytest.mark.parametrize(
+    ("key", "other_value"),
+    [("refit_with_valid", True), ("ahns_similarity", "cos"), ("text_filter", "user"), ("text_filter_quantile", 0.5)],
+)
 def test_a_setting_added_later_keeps_old_config_hashes_at_its_old_behaviour(key, other_value):
     settings = {"state": "ERROR", "neg_sampler": "ahns"}
     config = HNLMConfig("LightGCN", "ml-100k", config_dict=settings)

@@ -39,6 +39,7 @@ def _run_row(cell: BenchCell, result: dict, memory: dict) -> dict:
         "seed": cell.seed,
         **result["test_result"],
         **result.get("subgroup_metrics", {}),
+        "false_hard_negative_rate": result.get("false_hard_negative_rate"),
         "best_epoch": result["best_epoch"],
         "epochs_run": len(epochs),
         "seconds_per_epoch": round(statistics.fmean(epochs), 4) if epochs else None,

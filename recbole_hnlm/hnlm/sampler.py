@@ -206,6 +206,11 @@ class SemanticNegativeSampler(NegativeSampler):
         self.base.prepare(held_out_datasets)
         self.open_cache(held_out_datasets)
 
+    def end_epoch(self) -> None:
+        """Close the epoch's counts here and in the base, which picks the sampled negatives."""
+        super().end_epoch()
+        self.base.end_epoch()
+
     def semantic_coverage(self) -> dict[str, float]:
         """The share of training rows each source served so far (sources that served none left out)."""
         total = int(self.served.sum())
@@ -223,8 +228,8 @@ class SemanticNegativeSampler(NegativeSampler):
         shares = ", ".join(f"{source} {share:.2%}" for source, share in coverage.items())
         logger.info(f"hnlm semantic coverage over {rows} training rows: {shares or 'no rows sampled'}")
         return {
-            **self.base.run_details(),
             **super().run_details(),
+            **self.base.run_details(),  # the base picks the sampled negatives: its counts are the run's
             "semantic_negatives": {
                 "llm": cache.manifest["generator"]["backend"],
                 "llm_model": cache.manifest["generator"]["model"],

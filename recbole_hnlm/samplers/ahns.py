@@ -65,6 +65,6 @@ class AdaptiveHardnessSampler(ModelScoredSampler):
             return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         return users, items
 
-    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
-        """The candidate whose score is closest to the target of the row's positive."""
-        return (scores - self.target(positive_scores).unsqueeze(1)).abs().argmin(dim=1)
+    def preference(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """The closer a candidate's score to the target of the row's positive, the better: minus the distance."""
+        return -(scores - self.target(positive_scores).unsqueeze(1)).abs()

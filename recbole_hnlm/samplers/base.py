@@ -15,6 +15,8 @@ from recbole.data.interaction import Interaction
 from recbole_hnlm.errors import ConfigurationError, DataFormatError
 from recbole_hnlm.model.adapters import ModelAdapter, candidate_scores, get_adapter, has_adapter, rows_of, scoring_mode
 from recbole_hnlm.paths import properties_file
+from recbole_hnlm.samplers.false_negatives import FalseHardNegativeMeter
+from recbole_hnlm.samplers.text_filter import Screen, TextFilter, check_text_filter
 
 # Up to this many (user, item) cells, positives are also kept as a bit set (1 bit a cell, at most 32 MiB):
 # a look-up is then two array reads instead of a binary search, about 40x faster for a batch of DNS candidates.
@@ -66,6 +68,9 @@ class NegativeSampler(ABC):
     candidates with the model being trained set ``requires_model``; the train dataloader hands it over.
     Samplers that synthesize negative embeddings (``samplers/mixing.py``) also add batch fields and replace the
     training loss, through ``extra_batch_fields`` and ``training_loss``.
+
+    Every sampler measures the false-hard-negative rate of the negatives it picks (``false_negatives``, against the
+    held-out splits that ``prepare`` hands over; a measurement only, never an input of a pick), in ``run_details``.
     """
 
     name: ClassVar[str]
@@ -73,6 +78,8 @@ class NegativeSampler(ABC):
     # A sampler that trains a model of its own around ``--model`` (e.g. ``hnlm`` trains ``HNLMRec``) names it here;
     # the Config then sets ``model`` to it and ``backbone`` to the model asked for.
     wrapper_model: ClassVar[str | None] = None
+    # Whether the sampler picks among scored candidates, so that the text filter (``text_filter``) can screen them.
+    filters_candidates: ClassVar[bool] = False
 
     def __init__(self, config, dataset) -> None:
         self.validate_config(config)
@@ -81,10 +88,12 @@ class NegativeSampler(ABC):
         self.uid_field = dataset.uid_field
         self.iid_field = dataset.iid_field
         self.rng = np.random.default_rng(config["seed"])
+        self.false_negatives = FalseHardNegativeMeter(dataset.user_num, self.n_items)
 
-    @classmethod  # noqa: B027 - an optional hook: most samplers have no knobs to check
+    @classmethod
     def validate_config(cls, config) -> None:
-        """Raise ConfigurationError for contradictory settings; the base class has none."""
+        """Raise ConfigurationError for contradictory settings: here, a text filter the sampler cannot apply."""
+        check_text_filter(config, cls.name, cls.filters_candidates)
 
     @classmethod
     def defaults_files(cls) -> list[Path]:
@@ -96,12 +105,20 @@ class NegativeSampler(ABC):
         own = properties_file("sampler", f"{cls.name}.yaml")
         return [own] if own.is_file() else []
 
-    def prepare(self, held_out_datasets: list) -> None:  # noqa: B027 - an optional hook
-        """Called once the split is known, before training (e.g. to build a cache that needs the held-out splits)."""
+    def prepare(self, held_out_datasets: list) -> None:
+        """Called once the split is known, before training (e.g. to build a cache that needs the held-out splits).
+
+        Here the held-out (validation, test) datasets become what the false-hard-negative rate is measured against.
+        """
+        self.false_negatives.set_held_out(held_out_datasets)
+
+    def end_epoch(self) -> None:
+        """Called by the trainer after each training epoch: closes the epoch's false-hard-negative counts."""
+        self.false_negatives.end_epoch()
 
     def run_details(self) -> dict:
-        """Entries this sampler adds to the run's results JSON; none here."""
-        return {}
+        """Entries this sampler adds to the run's results JSON: the false-hard-negative rate of its picks."""
+        return self.false_negatives.details()
 
     @abstractmethod
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
@@ -180,11 +197,30 @@ class CandidatePoolSampler(NegativeSampler):
         super().__init__(config, dataset)
         self.candidate_num = int(config["candidate_num"] or 0)
         self._pool: np.ndarray | None = None  # drawn by sample_from_pool for the batch being built
+        self.text_filter = TextFilter.from_config(config, dataset) if self.filters_candidates else None
 
     @classmethod
     def validate_config(cls, config) -> None:
         """``candidate_num`` must be a positive integer."""
+        super().validate_config(config)
         check_candidate_num(config, cls.name)
+
+    def prepare(self, held_out_datasets: list) -> None:
+        """The held-out splits for the false-hard-negative rate; the text filter's vectors (training split only)."""
+        super().prepare(held_out_datasets)
+        if self.text_filter is not None:
+            self.text_filter.load()
+
+    def run_details(self) -> dict:
+        """The false-hard-negative rate of the picks, and what the text filter did."""
+        details = super().run_details()
+        if self.text_filter is not None:
+            details["text_filter"] = self.text_filter.details()
+        return details
+
+    def screen(self, user_ids: torch.Tensor, candidates: torch.Tensor) -> Screen | None:
+        """The text filter's verdict on the rows' candidates (rows, M), or None without a filter."""
+        return None if self.text_filter is None else self.text_filter.screen(user_ids, candidates)
 
     def draw_pool(self, user_ids: np.ndarray, num: int) -> np.ndarray:
         """``candidate_num`` uniform candidates per row of RecBole's repeated batch, as ``(num * batch, M)``."""
@@ -208,8 +244,10 @@ class CandidatePoolSampler(NegativeSampler):
 class ModelScoredSampler(CandidatePoolSampler):
     """A sampler that draws ``candidate_num`` uniform candidates per negative and picks one by the model's scores.
 
-    Subclasses implement the rule, ``pick``; it runs on one of two paths, which pick the same negatives from the same
-    candidates and weights:
+    Subclasses implement the rule: ``preference`` (how much the rule wants each candidate) and, unless the most
+    preferred one is picked, ``choose``. A text filter (``text_filter``) drops or lowers the preference of candidates
+    too close to the user in text space before the choice. The pick runs on one of two paths, which pick the same
+    negatives from the same candidates and weights:
 
     - a model with an adapter (``recbole_hnlm.model.adapters``): the pool travels in the batch (``neg_candidates``,
       with its first column as the uniform ``NEG_ITEM_ID``) and the pick happens inside the loss
@@ -219,6 +257,7 @@ class ModelScoredSampler(CandidatePoolSampler):
     """
 
     requires_model = True
+    filters_candidates = True
     # Whether ``pick`` needs the score of each row's positive too.
     uses_positive_score: ClassVar[bool] = False
 
@@ -227,8 +266,22 @@ class ModelScoredSampler(CandidatePoolSampler):
         self.scores_in_loss = has_adapter(config["model"])
 
     @abstractmethod
-    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
-        """The column (rows,) of the picked candidate, from candidate scores (rows, M) and positive scores (rows,)."""
+    def preference(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """How strongly the rule wants each candidate (rows, M), higher first, from candidate and positive scores."""
+
+    def choose(self, preference: torch.Tensor) -> torch.Tensor:
+        """The column (rows,) picked from the preferences: the most preferred."""
+        return preference.argmax(dim=1)
+
+    def pick(
+        self, scores: torch.Tensor, positive_scores: torch.Tensor | None, screen: Screen | None = None
+    ) -> torch.Tensor:
+        """The column (rows,) of the picked candidate, from candidate scores (rows, M) and positive scores (rows,),
+        after the text filter's ``screen`` (when given) dropped or lowered the candidates it flagged."""
+        preference = self.preference(scores, positive_scores)
+        if screen is not None:
+            preference = screen.apply(preference)
+        return self.choose(preference)
 
     def scoring_vectors(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The user and item vectors whose inner products ``pick`` compares; the pooled embeddings by default."""
@@ -239,7 +292,9 @@ class ModelScoredSampler(CandidatePoolSampler):
         if self.scores_in_loss:
             return self.sample_from_pool(user_ids.numpy(), num)
         candidates, scores, positive = self.score_with_predict(model, user_ids, item_ids, num)
-        picked = candidates.gather(1, self.pick(scores, positive).unsqueeze(1))
+        row_users = user_ids.repeat(num)
+        picked = candidates.gather(1, self.pick(scores, positive, self.screen(row_users, candidates)).unsqueeze(1))
+        self.false_negatives.count(row_users, picked.squeeze(1))
         return picked.reshape(num, len(user_ids))
 
     def extra_batch_fields(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int) -> dict[str, torch.Tensor]:
@@ -267,14 +322,18 @@ class ModelScoredSampler(CandidatePoolSampler):
     ) -> torch.Tensor:
         """Each row's picked candidate id (rows,), scored on pooled embeddings: the batch's users, ``item_table``."""
         candidates = interaction[self.candidates_field]
+        user_ids = interaction[self.uid_field]
         with torch.no_grad():
-            users = adapter.pool(rows_of(user_layers, interaction[self.uid_field]))
+            users = adapter.pool(rows_of(user_layers, user_ids))
             users, items = self.scoring_vectors(users, item_table)
             scores = candidate_scores(users, items, candidates)
             positive = None
             if self.uses_positive_score:
                 positive = (users * rows_of(items, interaction[self.iid_field])).sum(dim=-1)
-            return candidates.gather(1, self.pick(scores, positive).unsqueeze(1)).squeeze(1)
+            column = self.pick(scores, positive, self.screen(user_ids, candidates))
+            picked = candidates.gather(1, column.unsqueeze(1)).squeeze(1)
+        self.false_negatives.count(user_ids, picked)
+        return picked
 
     def score_with_predict(
         self, model, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int

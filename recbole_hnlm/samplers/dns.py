@@ -16,6 +16,6 @@ class DynamicNegativeSampler(ModelScoredSampler):
 
     name = "dns"
 
-    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
-        """The hardest candidate: the highest score."""
-        return scores.argmax(dim=1)
+    def preference(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """The hardest candidate first: the score itself (``choose`` keeps the highest)."""
+        return scores

@@ -32,8 +32,20 @@ class TopNDynamicNegativeSampler(ModelScoredSampler):
                 "N best of M candidates, so 1 <= N <= M. Fix: lower --dns_top_n or raise --candidate_num."
             )
 
-    def pick(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
-        """Uniformly one of the ``dns_top_n`` highest scores (a seeded draw per row)."""
-        top = scores.topk(self.top_n, dim=1).indices  # (rows, N)
-        choice = torch.from_numpy(self.rng.integers(0, self.top_n, size=(len(scores), 1))).to(top.device)
+    def preference(self, scores: torch.Tensor, positive_scores: torch.Tensor | None) -> torch.Tensor:
+        """The harder the better: the score itself."""
+        return scores
+
+    def choose(self, preference: torch.Tensor) -> torch.Tensor:
+        """Uniformly one of the ``dns_top_n`` most preferred (a seeded draw per row).
+
+        Candidates the text filter dropped (preference -inf) are not drawn: a row with fewer than N left draws
+        among those it has (at least one: the filter keeps one per row).
+        """
+        top = preference.topk(self.top_n, dim=1).indices  # (rows, N)
+        high = self.top_n
+        if self.text_filter is not None and self.text_filter.settings.mode == "drop":
+            kept = (preference > float("-inf")).sum(dim=1, keepdim=True).clamp(min=1, max=self.top_n)
+            high = kept.cpu().numpy()  # numpy draws the same numbers as with a scalar bound where all are N
+        choice = torch.from_numpy(self.rng.integers(0, high, size=(len(preference), 1))).to(top.device)
         return top.gather(1, choice).squeeze(1)

@@ -7,7 +7,8 @@ How a mixing sampler hooks into RecBole's training without forking it:
    uniform item ids per (positive, negative) row, never a training positive of the row's user.
 2. The trainer passes ``training_loss(model)`` as RecBole's ``Trainer._train_epoch(loss_func=...)``: per batch,
    one propagation through the model's adapter; per row and layer the hardest candidate (the highest score
-   against the adapter's layer query); one negative synthesized per row from it and the positive
+   against the adapter's layer query, once a text filter, when set, dropped or lowered the candidates too close to
+   the user in text space: ``samplers/text_filter.py``); one negative synthesized per row from it and the positive
    (``synthesize``); and the model's own pairwise loss on it, regularisation and auxiliary terms included.
 
 The candidates are scored inside the loss, on the same propagation that the loss differentiates, as the
@@ -26,12 +27,18 @@ from recbole.data.interaction import Interaction
 
 from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter, rows_of
 from recbole_hnlm.samplers.base import CandidatePoolSampler
+from recbole_hnlm.samplers.text_filter import Screen
 
 
 def hardest_per_layer(
-    adapter: ModelAdapter, user_e: torch.Tensor, item_layers: torch.Tensor, candidate_ids: torch.Tensor
-) -> torch.Tensor:
-    """Per row and layer, the layer embedding (rows, layers, dim) of the candidate scored highest on that layer.
+    adapter: ModelAdapter,
+    user_e: torch.Tensor,
+    item_layers: torch.Tensor,
+    candidate_ids: torch.Tensor,
+    screen: Screen | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row and layer, the candidate scored highest on that layer: its layer embedding (rows, layers, dim) and
+    its id (rows, layers). A text filter's ``screen`` drops or lowers the candidates it flagged first.
 
     Only the picked embeddings keep their gradient: the candidates are scored without autograd, so no
     (rows, M, layers, dim) array and no backward pass through the candidates are kept.
@@ -39,9 +46,11 @@ def hardest_per_layer(
     n_items, n_layers, dim = item_layers.shape
     with torch.no_grad():
         scores = adapter.candidate_layer_scores(user_e, item_layers, candidate_ids)  # (rows, layers, M)
+        if screen is not None:
+            scores = screen.apply(scores)
         picked = candidate_ids.gather(1, scores.argmax(dim=-1))  # (rows, layers) item ids
     layer_rows = picked * n_layers + torch.arange(n_layers, device=picked.device)
-    return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows)
+    return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows), picked
 
 
 class MixingSampler(CandidatePoolSampler):
@@ -49,6 +58,8 @@ class MixingSampler(CandidatePoolSampler):
 
     Subclasses implement ``synthesize``. The model must have an adapter (``recbole_hnlm.model.adapters``).
     """
+
+    filters_candidates = True
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -82,8 +93,13 @@ class MixingSampler(CandidatePoolSampler):
         pos_e: torch.Tensor,
         item_layers: torch.Tensor,
     ) -> torch.Tensor:
-        """Each row's synthesized negative per layer (rows, layers, dim), from its candidates on one propagation."""
-        hard_e = hardest_per_layer(adapter, user_e, item_layers, interaction[self.candidates_field])
+        """Each row's synthesized negative per layer (rows, layers, dim), from its candidates on one propagation.
+
+        The text filter screens the candidates before the hardest is chosen, and the hardest are counted against the
+        held-out positives (a measurement only)."""
+        user_ids, candidates = interaction[self.uid_field], interaction[self.candidates_field]
+        hard_e, hardest = hardest_per_layer(adapter, user_e, item_layers, candidates, self.screen(user_ids, candidates))
+        self.false_negatives.count(user_ids, hardest)
         return self.synthesize(adapter, user_e, pos_e, hard_e)
 
     @abstractmethod

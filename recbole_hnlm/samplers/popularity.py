@@ -33,6 +33,7 @@ class PopularitySampler(NegativeSampler):
     @classmethod
     def validate_config(cls, config) -> None:
         """``popularity_alpha`` must be a non-negative number."""
+        super().validate_config(config)
         alpha = config["popularity_alpha"]
         if not isinstance(alpha, (int, float)) or alpha < 0:
             raise ConfigurationError(
@@ -48,4 +49,6 @@ class PopularitySampler(NegativeSampler):
         """Draw ``num`` popularity-weighted negatives per positive."""
         users = user_ids.numpy()
         items = self._draw((num, len(users)))
-        return torch.from_numpy(self._redraw_positives(users, items, self._draw))
+        negatives = torch.from_numpy(self._redraw_positives(users, items, self._draw))
+        self.false_negatives.count(user_ids, negatives.T)
+        return negatives

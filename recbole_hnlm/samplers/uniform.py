@@ -17,4 +17,6 @@ class UniformSampler(NegativeSampler):
 
     def sample(self, user_ids: torch.Tensor, item_ids: torch.Tensor, num: int, model=None) -> torch.Tensor:
         """Draw ``num`` uniform negatives per positive."""
-        return torch.from_numpy(self.draw_uniform(user_ids.numpy(), num))
+        negatives = torch.from_numpy(self.draw_uniform(user_ids.numpy(), num))
+        self.false_negatives.count(user_ids, negatives.T)
+        return negatives

@@ -92,7 +92,7 @@ def test_synthesized_negatives_have_one_embedding_per_layer(model_name, sampler_
     adapter = get_adapter(model)
     users, items = adapter.propagate()
     user_e, pos_e = users[batch[model.USER_ID]], items[batch[model.ITEM_ID]]
-    hard_e = hardest_per_layer(adapter, user_e, items, batch[MixingSampler.candidates_field])
+    hard_e, _ = hardest_per_layer(adapter, user_e, items, batch[MixingSampler.candidates_field])
     negative = loader.negative_sampler.synthesize(adapter, user_e, pos_e, hard_e)
     assert negative.shape == pos_e.shape == (len(batch), users.shape[1], 64)
     loss = loader.negative_sampler.training_loss(model)(batch)
@@ -109,7 +109,7 @@ def test_hardest_candidate_is_the_top_scored_of_each_layer(ml100k_train):
         users, items = adapter.propagate()
         user_e = users[batch[config["USER_ID_FIELD"]]]
         candidates = batch[MixingSampler.candidates_field]
-        hard_e = hardest_per_layer(adapter, user_e, items, candidates)
+        hard_e, _ = hardest_per_layer(adapter, user_e, items, candidates)
         queries = adapter.layer_queries(user_e)
         best = layer_scores(queries, items[candidates]).max(dim=1).values  # (rows, layers)
         torch.testing.assert_close((queries * hard_e).sum(dim=-1), best)
@@ -124,7 +124,7 @@ def test_mixgcf_negative_is_the_hardest_positive_mixture(ml100k_train):
         users, items = adapter.propagate()
         user_e, pos_e = users[batch[config["USER_ID_FIELD"]]], items[batch[config["ITEM_ID_FIELD"]]]
         candidate_e = items[batch[MixingSampler.candidates_field]]  # (rows, M, layers, dim)
-        hard_e = hardest_per_layer(adapter, user_e, items, batch[MixingSampler.candidates_field])
+        hard_e, _ = hardest_per_layer(adapter, user_e, items, batch[MixingSampler.candidates_field])
         torch.manual_seed(3)
         negative = loader.negative_sampler.synthesize(adapter, user_e, pos_e, hard_e)
         torch.manual_seed(3)
@@ -162,7 +162,7 @@ def test_dins_hard_boundary_picks_the_candidate_the_user_scores_highest(ml100k_t
     user = torch.tensor([[[1.0, 0.0, -1.0]]])
     items = torch.tensor([[[0.0, 0.0, 0.0]], [[0.0, 3.0, 1.0]], [[-5.0, 0.0, 5.0]], [[1.0, 1.0, 1.0]]])
     # Scores: item 1 -> -1, item 2 -> -10, item 3 -> 0: item 3 is the hardest.
-    hard = hardest_per_layer(adapter, user, items, torch.tensor([[1, 2, 3]]))
+    hard, _ = hardest_per_layer(adapter, user, items, torch.tensor([[1, 2, 3]]))
     torch.testing.assert_close(hard, items[3].unsqueeze(0))
 
 
