@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from recbole_hnlm.model import adapters, hnlmrec
-from recbole_hnlm.samplers import base, hnlm, mixing
+from recbole_hnlm.hnlm import model as hnlmrec
+from recbole_hnlm.hnlm import sampler as hnlm
+from recbole_hnlm.model import adapters
+from recbole_hnlm.samplers import base, mixing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampler_speed import build_variant  # noqa: E402
