@@ -52,6 +52,7 @@ from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.model import get_model
 from recbole_hnlm.model.adapters import candidate_scores, get_adapter, rows_of, scoring_mode
+from recbole_hnlm.model.wrapper import BackboneWrapper
 from recbole_hnlm.samplers import MixingSampler, ModelScoredSampler, NegativeSampler
 
 # Batch fields that the hnlm sampler attaches beside NEG_ITEM_ID and its base sampler's fields, one row per
@@ -93,11 +94,10 @@ def spread_over_layers(pooled: torch.Tensor, n_layers: int, pooling: str) -> tor
     return layers / n_layers if pooling == "sum" else layers
 
 
-class HNLMRec(GeneralRecommender):
+class HNLMRec(BackboneWrapper, GeneralRecommender):
     """A backbone model, a text-to-CF projector, and the mixed-negative and alignment loss described above."""
 
     input_type = InputType.PAIRWISE
-    wraps_backbone = True
     required_sampler = "hnlm"
 
     @classmethod
@@ -228,19 +228,3 @@ class HNLMRec(GeneralRecommender):
         logits = text @ cf.T / self.temperature
         targets = torch.arange(len(items), device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-
-    def predict(self, interaction) -> torch.Tensor:
-        """The backbone's scores."""
-        return self.backbone.predict(interaction)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        """The backbone's full-ranking scores."""
-        return self.backbone.full_sort_predict(interaction)
-
-    def other_parameter(self) -> dict:
-        """The backbone's non-parameter state (e.g. LightGCN's cached evaluation embeddings)."""
-        return self.backbone.other_parameter()
-
-    def load_other_parameter(self, para: dict | None) -> None:
-        """Restore the backbone's non-parameter state."""
-        self.backbone.load_other_parameter(para)
