@@ -120,6 +120,11 @@ def recorded_settings(config) -> dict:
     }
 
 
+def run_settings(config) -> dict:
+    """Every setting of a run but where it ran (device, output folders, threads), for its results file."""
+    return {key: value for key, value in config.final_config_dict.items() if key not in UNHASHED_SETTINGS}
+
+
 def read_defaults(file: Path, loader=yaml.SafeLoader) -> dict:
     """The mapping in a defaults file; a missing or malformed file is an error, never ``{}``."""
     if not file.is_file():

@@ -12,7 +12,7 @@ import torch
 from recbole.utils import init_logger, init_seed
 
 from recbole_hnlm.compat import load_recbole_checkpoint
-from recbole_hnlm.config import HNLMConfig, config_fingerprint, recorded_settings
+from recbole_hnlm.config import HNLMConfig, config_fingerprint, run_settings
 from recbole_hnlm.data.preparation import input_counts, load_dataset, prepare_data, prepare_refit_data
 from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.model import get_model
@@ -153,7 +153,7 @@ def run(
     result = {
         **{key: config[key] for key in _IDENTITY_KEYS},
         "config_hash": config_fingerprint(config),
-        "config": recorded_settings(config),
+        "config": run_settings(config),
         "input_counts": input_counts(data),
         "best_epoch": trainer.best_epoch,
         # Which model test_result measures: the best validation epoch's checkpoint, or (saved=False) the last epoch.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recbole_hnlm.config import HNLMConfig, config_fingerprint, recorded_settings
+from recbole_hnlm.config import HNLMConfig, config_fingerprint, recorded_settings, run_settings
 from recbole_hnlm.errors import ConfigurationError, UnknownSettingError
 from recbole_hnlm.hnlm import SemanticNegativeSampler
 from recbole_hnlm.paths import properties_file
@@ -76,7 +76,8 @@ def test_the_llm_settings_are_merged_fingerprinted_and_recorded(tmp_path, monkey
     config = HNLMConfig("LightGCN", "ml-100k", config_dict={**QUIET, "neg_sampler": "hnlm"})
     assert config["model"] == "HNLMRec" and config["backbone"] == "LightGCN"
     assert config["llm_negative_k"] == 20 and config["finetune_lora_rank"] is not None
-    assert "llm_negative_k" in recorded_settings(config)
+    assert "llm_negative_k" in recorded_settings(config) and "llm_negative_k" in run_settings(config)
+    assert run_settings(config)["refit_with_valid"] is False  # recorded even where the fingerprint leaves it out
 
     changed = tmp_path / "llm.yaml"
     defaults = yaml.safe_load(properties_file("llm.yaml").read_text())
