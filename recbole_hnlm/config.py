@@ -26,6 +26,7 @@ import difflib
 import hashlib
 import os
 import re
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -149,7 +150,13 @@ def plugin_setting_names() -> set[str]:
     for model_class in MODEL_ZOO.values():
         files += model_defaults_files(model_class)
     files += PROPERTIES_DIR.glob("model/*.yaml")
-    return {key for file in files for key in read_defaults(Path(file))}
+    return set(_setting_names_of(tuple(sorted({Path(file) for file in files}))))
+
+
+@cache
+def _setting_names_of(files: tuple[Path, ...]) -> frozenset[str]:
+    """The settings those defaults files name, read once per set of files (every Config checks against them)."""
+    return frozenset(key for file in files for key in read_defaults(file))
 
 
 class HNLMConfig(Config):
