@@ -12,9 +12,9 @@ batch (the ``hnlm`` sampler, ``sampler.py`` beside this module, attaches the fie
 1. One propagation through the backbone's adapter, as the backbone's own loss does.
 2. The sampled negative, made by the run's base sampler (``hnlm_base_negative``, handed over by the hnlm sampler's
    ``training_loss``) with its own code on that same propagation: a model-scored base (dns, dns_mn, ahns) picks one
-   of the row's ``neg_candidates`` (``pick_in_loss``), a mixing base (mixgcf, dins) synthesizes it per layer from them
-   (``negative_layers``), and any other base's negative is the batch's ``NEG_ITEM_ID`` (uniform, popularity; also
-   ``calculate_loss``, which has no base sampler).
+   of the row's ``neg_candidates`` (``pick_in_loss``), a mixing base (mixgcf, dins) picks its hardest candidate per
+   layer (``hardest_layers``) and synthesizes the negative from it (``synthesize``), and any other base's negative
+   is the batch's ``NEG_ITEM_ID`` (uniform, popularity; also ``calculate_loss``, which has no base sampler).
 3. The semantic negative, a text-space vector: the LLM's description of a negative (``hnlm_negative_source:
    vector``), or the item profile of a grounded catalogue item (``neighbour``: items nearest the positive in
    profile space; ``generated``: items nearest the LLM's description; pairs without an LLM-written negative come with
@@ -51,7 +51,7 @@ from recbole.utils import InputType
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.finetune.encode import open_text_vectors
 from recbole_hnlm.model import get_model
-from recbole_hnlm.model.adapters import candidate_scores, get_adapter, rows_of, scoring_mode
+from recbole_hnlm.model.adapters import Propagation, candidate_scores, get_adapter, rows_of, scoring_mode
 from recbole_hnlm.model.wrapper import BackboneWrapper
 from recbole_hnlm.samplers import MixingSampler, ModelScoredSampler, NegativeSampler
 
@@ -139,15 +139,19 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
         return self.mixed_loss(None, interaction)
 
     def mixed_loss(self, base: NegativeSampler | None, interaction) -> torch.Tensor:
-        """The backbone's pairwise loss on the mixed negative, plus the weighted alignment term, on one propagation."""
-        user_layers, item_layers = self.adapter.propagate()
-        positives = interaction[self.ITEM_ID]
-        user_e = rows_of(user_layers, interaction[self.USER_ID])
-        pos_e = rows_of(item_layers, positives)
+        """The backbone's pairwise loss on the mixed negative, plus the weighted alignment term, on one propagation.
+
+        The negatives are chosen without gradients first, so that the batch's users, positives and negatives are
+        gathered from the propagation in one go (``Propagation.rows``)."""
+        propagation = self.adapter.propagation()
+        users, positives = interaction[self.USER_ID], interaction[self.ITEM_ID]
         with torch.no_grad():
-            user_scoring = self.adapter.pool(user_e)
-            item_scoring = self.adapter.pool(item_layers)
-        neg_e = self.sampled_negative_layers(base, interaction, user_layers, item_layers, item_scoring, user_e, pos_e)
+            user_scoring = self.adapter.pool(rows_of(propagation.users, users))
+            item_scoring = self.adapter.pool(propagation.items)
+        negatives = self.sampled_negatives(base, interaction, propagation, item_scoring)
+        user_e, pos_e, neg_e = propagation.rows(users, positives, negatives)
+        if isinstance(base, MixingSampler):
+            neg_e = base.synthesize(self.adapter, user_e, pos_e, neg_e)
         if self.mix_weight > 0:
             neg_e = self.mix_semantic(interaction, user_scoring, item_scoring, neg_e)
         loss = self.adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
@@ -155,28 +159,20 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
             loss = loss + self.align_weight * self.alignment_loss(item_scoring, positives)
         return loss
 
-    def sampled_negative_layers(
-        self,
-        base: NegativeSampler | None,
-        interaction,
-        user_layers: torch.Tensor,
-        item_layers: torch.Tensor,
-        item_scoring: torch.Tensor,
-        user_e: torch.Tensor,
-        pos_e: torch.Tensor,
+    def sampled_negatives(
+        self, base: NegativeSampler | None, interaction, propagation: Propagation, item_scoring: torch.Tensor
     ) -> torch.Tensor:
-        """Per row, the base sampler's negative as layer embeddings (rows, layers, dim), made by the base's own code.
+        """Per row, the base sampler's negative ids, chosen by the base's own code on this propagation.
 
-        A mixing base synthesizes it from the row's candidates (``negative_layers``); a model-scored base picks one of
-        them (``pick_in_loss``, on ``item_scoring``); any other base's negative is the batch's ``NEG_ITEM_ID``.
+        A mixing base picks its hardest candidate per layer (rows, layers), which ``mixed_loss`` then mixes with the
+        positive as the base does (``synthesize``); a model-scored base picks one of its candidates (rows,)
+        (``pick_in_loss``, on ``item_scoring``); any other base's negative is the batch's ``NEG_ITEM_ID``.
         """
         if isinstance(base, MixingSampler):
-            return base.negative_layers(self.adapter, interaction, user_e, pos_e, item_layers)
+            return base.hardest_layers(self.adapter, interaction, propagation)
         if isinstance(base, ModelScoredSampler) and base.scores_in_loss:
-            negatives = base.pick_in_loss(self.adapter, interaction, user_layers, item_scoring)
-        else:
-            negatives = interaction[self.NEG_ITEM_ID]
-        return rows_of(item_layers, negatives)
+            return base.pick_in_loss(self.adapter, interaction, propagation.users, item_scoring)
+        return interaction[self.NEG_ITEM_ID]
 
     def semantic_directions(
         self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor

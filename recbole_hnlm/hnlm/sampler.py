@@ -11,8 +11,8 @@ data side. Per batch it fills:
   ``hnlm_base_negative``: an instance of any registered id or mixing sampler (uniform, popularity, dns, dns_mn, ahns,
   mixgcf, dins), built on the backbone (``model`` = the backbone, its knobs from the run's config or else its own
   defaults files). ``training_loss`` hands that instance to HNLMRec's loss, which picks among the candidates
-  (``ModelScoredSampler.pick_in_loss``) or synthesizes the negative (``MixingSampler.negative_layers``) on its own
-  one propagation, with the base's own code;
+  (``ModelScoredSampler.pick_in_loss``) or synthesizes the negative (``MixingSampler.hardest_layers``, then
+  ``synthesize``) on its own one propagation, with the base's own code;
 - the semantic negatives of each (user, positive) training pair, from the cache's ``SemanticNegativeTable`` (built
   once): ``hnlm_semantic_ids``, ``hnlm_semantic_candidates`` grounded ids per row (0 pads), and for the ``vector``
   source ``hnlm_semantic_vectors`` with ``hnlm_has_semantic`` (whether the row has a description vector).

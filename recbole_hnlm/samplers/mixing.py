@@ -25,9 +25,28 @@ from functools import partial
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_hnlm.model.adapters import ModelAdapter, adapter_class_for, get_adapter, rows_of
+from recbole_hnlm.model.adapters import ModelAdapter, Propagation, adapter_class_for, get_adapter, rows_of
 from recbole_hnlm.samplers.base import CandidatePoolSampler
 from recbole_hnlm.samplers.text_filter import Screen
+
+
+def hardest_ids_per_layer(
+    adapter: ModelAdapter,
+    user_e: torch.Tensor,
+    item_layers: torch.Tensor,
+    candidate_ids: torch.Tensor,
+    screen: Screen | None = None,
+) -> torch.Tensor:
+    """Per row and layer, the id of the candidate scored highest on that layer (rows, layers), without autograd.
+
+    A text filter's ``screen`` drops or lowers the candidates it flagged first. No (rows, M, layers, dim) array is
+    built: the scores are taken in place (``candidate_scores``).
+    """
+    with torch.no_grad():
+        scores = adapter.candidate_layer_scores(user_e, item_layers, candidate_ids)  # (rows, layers, M)
+        if screen is not None:
+            scores = screen.apply(scores)
+        return candidate_ids.gather(1, scores.argmax(dim=-1))
 
 
 def hardest_per_layer(
@@ -38,17 +57,12 @@ def hardest_per_layer(
     screen: Screen | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row and layer, the candidate scored highest on that layer: its layer embedding (rows, layers, dim) and
-    its id (rows, layers). A text filter's ``screen`` drops or lowers the candidates it flagged first.
+    its id (rows, layers). Only the picked embeddings keep their gradient.
 
-    Only the picked embeddings keep their gradient: the candidates are scored without autograd, so no
-    (rows, M, layers, dim) array and no backward pass through the candidates are kept.
+    The loss gathers the picked layers together with the batch's other rows instead (``Propagation.rows``).
     """
     n_items, n_layers, dim = item_layers.shape
-    with torch.no_grad():
-        scores = adapter.candidate_layer_scores(user_e, item_layers, candidate_ids)  # (rows, layers, M)
-        if screen is not None:
-            scores = screen.apply(scores)
-        picked = candidate_ids.gather(1, scores.argmax(dim=-1))  # (rows, layers) item ids
+    picked = hardest_ids_per_layer(adapter, user_e, item_layers, candidate_ids, screen)
     layer_rows = picked * n_layers + torch.arange(n_layers, device=picked.device)
     return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows), picked
 
@@ -80,27 +94,27 @@ class MixingSampler(CandidatePoolSampler):
         return partial(self.mixing_loss, get_adapter(model))
 
     def mixing_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
-        """Propagate once, synthesize one negative per row, and return the model's loss on it."""
-        user_e, pos_e, item_layers = adapter.batch_layers(interaction)
-        neg_e = self.negative_layers(adapter, interaction, user_e, pos_e, item_layers)
-        return adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
+        """Propagate once, pick each row's hardest candidate per layer, gather the batch's layers in one go,
+        synthesize one negative per row and return the model's loss on it."""
+        propagation = adapter.propagation()
+        users, positives = interaction[self.uid_field], interaction[self.iid_field]
+        hardest = self.hardest_layers(adapter, interaction, propagation)
+        user_e, pos_e, hard_e = propagation.rows(users, positives, hardest)
+        return adapter.pairwise_loss(interaction, user_e, pos_e, self.synthesize(adapter, user_e, pos_e, hard_e))
 
-    def negative_layers(
-        self,
-        adapter: ModelAdapter,
-        interaction: Interaction,
-        user_e: torch.Tensor,
-        pos_e: torch.Tensor,
-        item_layers: torch.Tensor,
-    ) -> torch.Tensor:
-        """Each row's synthesized negative per layer (rows, layers, dim), from its candidates on one propagation.
+    def hardest_layers(self, adapter: ModelAdapter, interaction: Interaction, propagation: Propagation) -> torch.Tensor:
+        """Per row and layer, the id of the hardest candidate (rows, layers), on ``propagation``'s embeddings.
 
         The text filter screens the candidates before the hardest is chosen, and the hardest are counted against the
         held-out positives (a measurement only)."""
         user_ids, candidates = interaction[self.uid_field], interaction[self.candidates_field]
-        hard_e, hardest = hardest_per_layer(adapter, user_e, item_layers, candidates, self.screen(user_ids, candidates))
+        with torch.no_grad():
+            user_e = rows_of(propagation.users, user_ids)
+        hardest = hardest_ids_per_layer(
+            adapter, user_e, propagation.items, candidates, self.screen(user_ids, candidates)
+        )
         self.false_negatives.count(user_ids, hardest)
-        return self.synthesize(adapter, user_e, pos_e, hard_e)
+        return hardest
 
     @abstractmethod
     def synthesize(

@@ -188,19 +188,20 @@ def test_gradients_reach_the_picked_candidate_of_each_layer(sampler_name, ml100k
     config = mixing_config("LightGCN", sampler_name)
     loader, batch = first_batch(config, ml100k_train)
     adapter = get_adapter(build_model(config, ml100k_train[0]))
-    propagate = adapter.propagate
-    layers = {}
+    propagation = adapter.propagation
+    kept = []
 
     def propagate_and_keep_gradients():
-        users, items = propagate()
-        users.retain_grad()
-        items.retain_grad()
-        layers.update(users=users, items=items)
-        return users, items
+        joint = propagation()
+        joint.layers.retain_grad()
+        kept.append(joint)
+        return joint
 
-    adapter.propagate = propagate_and_keep_gradients
+    adapter.propagation = propagate_and_keep_gradients
     loader.negative_sampler.mixing_loss(adapter, batch).backward()
-    users, items = layers["users"], layers["items"]
+    (joint,) = kept
+    users, items = joint.users.detach(), joint.items.detach()
+    users.grad, items.grad = joint.layers.grad[: joint.n_users], joint.layers.grad[joint.n_users :]
     candidates = batch[MixingSampler.candidates_field]
     with torch.no_grad():
         queries = adapter.layer_queries(users[batch[config["USER_ID_FIELD"]]])
