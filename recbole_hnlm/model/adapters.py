@@ -82,6 +82,38 @@ def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return table.index_select(0, ids.reshape(-1)).unflatten(0, ids.shape)
 
 
+class _SharedRows(torch.autograd.Function):
+    """Several gathers from one table, whose backward fills one zero gradient and adds every gather's rows into it.
+
+    Autograd would give each gather its own zero-filled table gradient and then sum them, or, for one gather split
+    into parts, concatenate the parts' gradients first; both cost a whole-table or whole-batch copy per batch.
+    ``index_add_`` on the CPU is deterministic, as index_select's own backward is.
+    """
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(*indices)
+        ctx.table_shape = table.shape
+        return tuple(table.index_select(0, index) for index in indices)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        indices = ctx.saved_tensors
+        table_grad = None
+        if ctx.needs_input_grad[0]:
+            table_grad = grads[0].new_zeros(ctx.table_shape)
+            for index, grad in zip(indices, grads, strict=True):
+                if grad is not None:
+                    table_grad.index_add_(0, index, grad)
+        return (table_grad, *[None] * len(indices))
+
+
+def shared_rows(table: torch.Tensor, *ids: torch.Tensor) -> list[torch.Tensor]:
+    """``[rows_of(table, i) for i in ids]``, with one table gradient in the backward pass (``_SharedRows``)."""
+    gathered = _SharedRows.apply(table, *(i.reshape(-1) for i in ids))
+    return [rows.unflatten(0, i.shape) for rows, i in zip(gathered, ids, strict=True)]
+
+
 def candidate_scores(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Inner products of each row's query with the embeddings of its candidate ``ids`` (rows, M), without autograd.
 
@@ -170,10 +202,10 @@ def linear_propagation(
 class Propagation:
     """One propagation's layers of every node, users first, ``(n_users + n_items, layers, dim)``, with gradients.
 
-    ``rows`` gathers all of a batch's embeddings (users, positives, negatives) in one ``index_select``. Gathering
-    them one table and one id tensor at a time costs the backward pass a zero-filled gradient of the whole
-    ``(nodes, layers, dim)`` stack per gather, their sum, and the concatenation that undoes the user/item split:
-    on beauty-dens (34k nodes) that was most of MixGCF's extra backward time (results/sampler-profile).
+    ``rows`` gathers all of a batch's embeddings (users, positives, negatives) with one gradient of the stack in the
+    backward pass (``shared_rows``). Gathering them one table at a time cost the backward pass a zero-filled gradient
+    of the whole ``(nodes, layers, dim)`` stack per gather, their sum, and the concatenation that undoes the user/item
+    split: on beauty-dens (34k nodes) that was most of MixGCF's extra backward time (results/sampler-profile).
     """
 
     def __init__(self, layers: torch.Tensor, n_users: int) -> None:
@@ -191,7 +223,7 @@ class Propagation:
         return self.layers[self.n_users :]
 
     def rows(self, user_ids: torch.Tensor, *item_ids: torch.Tensor) -> list[torch.Tensor]:
-        """The layers (rows, layers, dim) of ``user_ids`` (rows,) and of each ``item_ids``, from one gather.
+        """The layers (rows, layers, dim) of ``user_ids`` (rows,) and of each ``item_ids``, from one table.
 
         An item id tensor of shape (rows,) gives every layer of that item; one of shape (rows, layers) gives, per
         layer, that layer of its own item (the hardest candidate of each layer, as MixGCF and DINS pick them).
@@ -202,8 +234,7 @@ class Propagation:
         for ids in item_ids:
             ids = ids.unsqueeze(1) if ids.dim() == 1 else ids
             index.append((ids + self.n_users) * n_layers + layer)
-        gathered = rows_of(self.layers.reshape(n_nodes * n_layers, dim), torch.cat(index, dim=1))
-        return list(gathered.split(n_layers, dim=1))
+        return shared_rows(self.layers.reshape(n_nodes * n_layers, dim), *index)
 
 
 class ModelAdapter(ABC):

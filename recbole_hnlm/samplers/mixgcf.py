@@ -33,4 +33,4 @@ class MixGCFSampler(MixingSampler):
     ) -> torch.Tensor:
         """Positive mixing of the hardest candidate of each layer, with a(l) ~ U(0, 1) per row and layer."""
         alpha = torch.rand(*hard_e.shape[:2], 1, device=hard_e.device, dtype=hard_e.dtype)
-        return alpha * pos_e + (1 - alpha) * hard_e
+        return torch.lerp(hard_e, pos_e, alpha)  # alpha * pos + (1 - alpha) * hard, one fused operation
