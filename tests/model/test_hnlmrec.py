@@ -136,6 +136,25 @@ def test_semantic_candidate_is_the_highest_scored_below_the_positive(fresh_confi
     assert checked > 0
 
 
+def test_alignment_is_the_symmetric_info_nce_of_projected_profiles_and_cf_embeddings(fresh_config):
+    """The log-sum-exp form equals the mean of the two cross-entropies (text -> CF and CF -> text) it replaces."""
+    config, train_data = fresh_config
+    model = build(config, train_data)
+    batch = first_batch(train_data)
+    with torch.no_grad():
+        _, item_layers = model.adapter.propagate()
+        table = model.adapter.pool(item_layers)
+    positives = batch[model.ITEM_ID][:400]
+    items = torch.unique(positives)
+    assert 100 < len(items) <= 512  # every distinct positive enters (no random subset), so the reference sees the same
+    cf = F.normalize(table[items], dim=-1)
+    text = F.normalize(model.projector(model.item_profile_vectors[items]), dim=-1)
+    logits = text @ cf.T / model.temperature
+    targets = torch.arange(len(items))
+    expected = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    torch.testing.assert_close(model.alignment_loss(table, positives), expected)
+
+
 def test_llm_vectors_reach_the_loss_and_the_projector_gets_gradients(fresh_config):
     config, train_data = fresh_config
     model = build(config, train_data)
