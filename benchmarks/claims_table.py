@@ -64,6 +64,7 @@ from recbole_hnlm.bench.subgroups import subgroup_columns  # noqa: E402
 from recbole_hnlm.config import config_fingerprint  # noqa: E402
 from recbole_hnlm.errors import HNLMError  # noqa: E402
 from recbole_hnlm.finetune.__main__ import parse_settings  # noqa: E402
+from recbole_hnlm.finetune.settings import finetune_defaults  # noqa: E402
 from recbole_hnlm.io import write_json_atomic, write_text_atomic  # noqa: E402
 from recbole_hnlm.paths import properties_file  # noqa: E402
 from recbole_hnlm.tuning.space import read_settings_yaml  # noqa: E402
@@ -84,6 +85,9 @@ DATASETS = "ml-100k,amazon-office"
 EPOCHS = 60  # hnlmrec_report's
 SMOKE_EPOCHS = 2
 LLM_PREFIX = "llm"
+# Every row but "filter" sets it: a text_filter chosen for a sampler (properties/dataset/<dataset>/<sampler>.yaml, read
+# by every run of it) then filters the filter row only. It is the default, so config hashes do not move.
+NO_FILTER = {"text_filter": "none"}
 STAGE_1 = ("uniform", "dns", "dns_mn", "mixgcf")
 HNLM_ROWS = tuple(
     f"hnlm-{source}-{encoder}" for encoder in ("untuned", "finetuned") for source in ("neighbour", "generated")
@@ -116,18 +120,19 @@ class RowRun:
 def row_run(row: str, base: str | None, text_filter: str, llm: dict, chain: dict) -> RowRun:
     """The run of ``row`` on a dataset whose best base is ``base`` (None: stage 1 rows only)."""
     if row in STAGE_1:
-        return RowRun(MODEL, row)
+        return RowRun(MODEL, row, dict(NO_FILTER))
     if base is None:
         raise ValueError(f"row {row} runs on the best base, which is not known yet")
     if row == "filter":
         return RowRun(MODEL, base, {**llm, "text_filter": text_filter})
     if row == "rlmrec":
-        return RowRun("RLMRec", base, {**llm, "backbone": MODEL})
+        return RowRun("RLMRec", base, {**llm, **NO_FILTER, "backbone": MODEL})
     if row == "alpharec":
-        return RowRun("AlphaRec", base, dict(llm))
+        return RowRun("AlphaRec", base, {**llm, **NO_FILTER})
     _, source, encoder = row.split("-")
     settings = {
         **chain,
+        **NO_FILTER,
         "hnlm_base_negative": base,
         "hnlm_negative_source": source,
         "hnlm_encoder": encoder,
@@ -335,6 +340,32 @@ def dataset_table(dataset: str, summary: dict, titles: dict, not_run: dict, base
     return "\n".join(lines)
 
 
+def chain_text(fhn: dict | None) -> str:
+    """One line on the chain's false hard negatives (hnlmrec_report's rates), or nothing where it did not run."""
+    if not fhn:
+        return ""
+    return (
+        f"\n\nThe chain's false-hard-negative rates: CF-mined hard negatives (its fine-tuning data) "
+        f"{_format(fhn['mined_hard_negatives'])} ({_format(fhn['mined_unfiltered_top1'])} before the filters); "
+        f"the encoder's nearest item to a (user, positive) query {_format(fhn['untuned_at_1'])} un-tuned, "
+        f"{_format(fhn['finetuned_at_1'])} fine-tuned; a uniform draw {_format(fhn['uniform_rate'])}; "
+        f"{fhn['encoded_queries']} queries encoded."
+    )
+
+
+def budget_text(chain: dict) -> str:
+    """The semantic budget of the hnlm rows, as the README's setting states it."""
+    pairs = chain.get("finetune_encode_pairs", finetune_defaults()["finetune_encode_pairs"])
+    share = "every training pair" if pairs == 0 else f"{pairs} training pairs (the others fall back to neighbours)"
+    return (
+        f"Semantic budget: finetune_encode_pairs={pairs}, so the chain's encoders encode the query of {share}. The "
+        "hnlm rows read the chain's encoded folder (hnlm_encoder untuned|finetuned), which serves both sources "
+        "whatever --llm is: neighbour, the items nearest the positive's vector; generated, the items nearest the "
+        "encoded (user, positive) query. No LLM writes negatives here, so the llm_negative_budget of "
+        "properties/llm.yaml does not apply; semantic coverage in the table gives the share each source served."
+    )
+
+
 def plot_recall(summaries: dict, titles: dict, path: Path) -> None:
     """Bars of mean test Recall@20 (std as error bar) per row, one panel per dataset."""
     datasets = [dataset for dataset in summaries if summaries[dataset]]
@@ -490,7 +521,8 @@ def write_outputs(results: dict, meta: dict, out: Path) -> str:
         summaries[dataset] = summarise(found["records"])
         titles[dataset] = row_titles(found["base"], found["text_filter"])
         verdicts[dataset] = claims(summaries[dataset], found["base"])
-        sections.append(dataset_table(dataset, summaries[dataset], titles[dataset], found["not_run"], found["base"]))
+        table = dataset_table(dataset, summaries[dataset], titles[dataset], found["not_run"], found["base"])
+        sections.append(table + chain_text(found["chain_false_hard_negatives"]))
     verdict_text = "\n".join(claims_text(dataset, found) for dataset, found in verdicts.items())
     table = (
         "\n\n".join(sections)
@@ -530,7 +562,8 @@ def write_outputs(results: dict, meta: dict, out: Path) -> str:
         f"settings of every run {json.dumps(meta['settings'])}; the fine-tuning chain once per dataset with seed "
         f"{CHAIN_SEED} and {json.dumps(meta['chain_settings'])}, read by the hnlm runs of every seed "
         "(finetune_seed). The rows, the best-base rule and the claims' tests: benchmarks/claims_table.py. "
-        f"This run took {meta['seconds']:.0f} s.\n\n## Results\n\n{table}\n![Recall@20 by row](recall_by_row.png)\n"
+        f"{budget_text(meta['chain_settings'])} This run took {meta['seconds']:.0f} s.\n\n## Results\n\n{table}\n"
+        "![Recall@20 by row](recall_by_row.png)\n"
     )
     write_text_atomic(out / "README.md", readme)
     return table

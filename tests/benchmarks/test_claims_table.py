@@ -45,13 +45,17 @@ def test_the_row_list_is_the_issues():
         "hnlm_negative_source": "generated",
         "hnlm_encoder": "finetuned",
         "finetune_seed": ct.CHAIN_SEED,
+        "text_filter": "none",
     }
     assert ct.row_run("filter", "dns_mn", "user", {}, {}).settings == {"text_filter": "user"}
     assert ct.row_run("filter", "dns_mn", "user", {}, {}).sampler == "dns_mn"
     rlmrec = ct.row_run("rlmrec", "dns", "user", {}, {})
-    assert (rlmrec.model, rlmrec.sampler, rlmrec.settings) == ("RLMRec", "dns", {"backbone": "LightGCN"})
+    assert (rlmrec.model, rlmrec.sampler, rlmrec.settings["backbone"]) == ("RLMRec", "dns", "LightGCN")
     assert ct.row_run("alpharec", "dns", "user", {}, {}).model == "AlphaRec"
-    assert ct.row_run("dns", None, "user", {}, chain).settings == {}  # stage 1 takes no llm or chain settings
+    assert ct.row_run("dns", None, "user", {}, chain).settings == ct.NO_FILTER  # no llm or chain settings
+    for row in ct.ROWS:  # only the filter row filters, whatever text_filter a sampler's chosen settings hold
+        run = ct.row_run(row, "dns", "user", {}, chain)
+        assert run.settings["text_filter"] == ("user" if row == "filter" else "none")
     with pytest.raises(ValueError, match="best base"):
         ct.row_run("rlmrec", None, "user", {}, {})
 
@@ -191,3 +195,8 @@ def test_smoke_arguments():
     assert "hnlm_mix_weight" not in settings
     with pytest.raises(SystemExit):
         ct.parse_arguments(["--rows=uniform,bogus"])
+
+
+def test_the_setting_states_the_semantic_budget():
+    assert "encode the query of every training pair" in ct.budget_text({})
+    assert "500 training pairs (the others fall back to neighbours)" in ct.budget_text({"finetune_encode_pairs": 500})
