@@ -20,7 +20,8 @@ The fine-tuning chain (``recbole_hnlm.finetune``: mine, fine-tune, encode un-tun
 dataset, with seed ``CHAIN_SEED``; the hnlm runs of every seed read its vectors (``finetune_seed``). That needs a
 split that does not move with the seed: ``split_seed`` is fixed (``SETTINGS``; ml-100k is split at random) and
 amazon-office is pre-split. ``finetune_encode_pairs`` is 0 by default: every training pair's query is encoded
-(about 45 minutes per encoder per dataset on one CPU core, results/finetune_throughput/); a smaller budget leaves
+(MiniLM at about 36 queries/s on one CPU core, results/finetune_throughput/: some 40 minutes per encoder on
+ml-100k, 20 on amazon-office); a smaller budget leaves
 the other pairs to the neighbour fallback, which the rows' ``semantic_coverage`` shows.
 
 Columns: Recall@20 and NDCG@20 (mean ± std over seeds), the sparse-user and long-tail Recall@20
