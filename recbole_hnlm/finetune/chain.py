@@ -51,6 +51,11 @@ class ChainRun:
     config_dict: dict = field(default_factory=dict)
     config_files: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # A chain named by finetune_seed runs with that seed, as the CF runs that read it expect (ChainPaths).
+        if self.config_dict.get("finetune_seed") is not None:
+            self.config_dict = {**self.config_dict, "seed": self.config_dict["finetune_seed"]}
+
     def config(self, model: str, **overrides) -> HNLMConfig:
         """The Config of ``model`` with the chain's settings and ``overrides`` (which win)."""
         return HNLMConfig(model, self.dataset, self.config_files, {**self.config_dict, **overrides})

@@ -23,7 +23,9 @@ POOLINGS = ("last", "mean")
 
 
 def config_key(field_name: str) -> str:
-    """The Config key of a ``FinetuneSettings`` field: ``hnlm_encoder`` (mode), ``seed``, else ``finetune_<name>``."""
+    """The Config key of a ``FinetuneSettings`` field: ``hnlm_encoder`` (mode), ``seed``, else ``finetune_<name>``.
+
+    ``seed`` is the run's seed unless ``finetune_seed`` names the chain's (``FinetuneSettings.from_config``)."""
     if field_name == "mode":
         return "hnlm_encoder"
     return field_name if field_name == "seed" else f"finetune_{field_name}"
@@ -80,6 +82,8 @@ class FinetuneSettings:
         given = getattr(config, "final_config_dict", config)
         # A key set to ~ (None) keeps its None: ~ is how a filter is disabled or torch's thread default kept.
         values = {field.name: given[config_key(field.name)] for field in fields(cls) if config_key(field.name) in given}
+        if given.get("finetune_seed") is not None:  # the chain's seed: CF runs of several seeds share one chain
+            values["seed"] = given["finetune_seed"]
         return cls.from_dict(values)
 
     @classmethod

@@ -1,7 +1,8 @@
 """Command line of the Ray Tune search (also reached through ``run_recbole_hnlm.py --tune=<space.yaml>``).
 
 Example: python run_recbole_hnlm.py --model=LightGCN --neg_sampler=ahns --tune=ahns --epochs=20
-(--tune takes a space YAML, or the name of one the package ships: properties/tune/<sampler>.yaml).
+(--tune takes a space YAML, or the name of one the package ships: properties/tune/<sampler or model>.yaml, e.g.
+--tune=dns, or --model=RLMRec --backbone=LightGCN --neg_sampler=uniform --tune=RLMRec).
 Any other --key=value fixes that config parameter for every trial, as for a single run.
 """
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", "-m", default="LightGCN", help="model name, e.g. BPR, LightGCN, NGCF")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset folder under data_path")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files")
-    parser.add_argument("--tune", required=True, help="search space YAML, or a shipped one by sampler name, e.g. ahns")
+    parser.add_argument("--tune", required=True, help="space YAML, or a shipped one by name: ahns, RLMRec, ...")
     parser.add_argument("--ray_address", default=None, help="attach to this Ray cluster (default: a local Ray)")
     defaults = SearchSettings()
     parser.add_argument("--num_samples", type=int, default=defaults.num_samples, help="trials to run")

@@ -19,6 +19,7 @@ import yaml
 from recbole.config import Config
 
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.model import MODEL_ZOO, model_defaults_files
 from recbole_hnlm.paths import properties_file
 from recbole_hnlm.samplers import get_sampler_class
 
@@ -37,6 +38,28 @@ def read_settings_yaml(path: str | Path, what: str) -> object:
         return yaml.load(file.read_text(encoding="utf-8"), Loader=Config._build_yaml_loader(None))
     except yaml.YAMLError as error:
         raise ConfigurationError(f"{what} '{path}' is not valid YAML: {error}") from None
+
+
+def shipped_spaces() -> dict[str, Path]:
+    """The spaces the package ships, by name: one per sampler (``dns``), per model (``RLMRec``), and ``text_filter``."""
+    return {file.stem: file for file in sorted(properties_file("tune").glob("*.yaml"))}
+
+
+def resolve_space_file(path: str | Path) -> Path:
+    """``path`` itself where it is a file or looks like one (a folder or a .yaml ending), else the shipped space of
+    that name: a sampler's (``--tune=dns``) or a model's (``--tune=RLMRec``; any case), refused with the names when
+    there is none."""
+    text = str(path)
+    if Path(text).is_file() or "/" in text or text.endswith((".yaml", ".yml")):
+        return Path(text)
+    shipped = {name.lower(): file for name, file in shipped_spaces().items()}
+    if text.lower() in shipped:
+        return shipped[text.lower()]
+    raise ConfigurationError(
+        f"--tune={text}: no such file and no space of that name ships with recbole-hnlm. Shipped: "
+        f"{', '.join(shipped_spaces())} (a sampler's, a model's or the text filter's). Fix: one of those names, or "
+        "the path of a space YAML."
+    )
 
 
 def _is_number(value) -> bool:
@@ -104,11 +127,9 @@ class SearchSpace:
     def from_yaml(cls, path: str | Path) -> SearchSpace:
         """Read and check a space file (names are checked later, against a config: ``check_names``).
 
-        A bare name such as ``dns`` is the space the package ships for that sampler (``properties/tune/dns.yaml``).
+        A bare name is a space the package ships (``resolve_space_file``).
         """
-        shipped = properties_file("tune", f"{path}.yaml")
-        if "/" not in str(path) and not str(path).endswith((".yaml", ".yml")) and shipped.is_file():
-            path = shipped
+        path = resolve_space_file(path)
         values = read_settings_yaml(path, "Search space file")
         if not isinstance(values, dict) or not values:
             raise ConfigurationError(
@@ -142,6 +163,12 @@ class SearchSpace:
                 for key in read_settings_yaml(file, "Sampler defaults") or {}
             }
         )
+        model = MODEL_ZOO.get(config["model"])
+        model_knobs = sorted(
+            {key for file in model_defaults_files(model) for key in read_settings_yaml(file, "Model defaults") or {}}
+            if model is not None
+            else set()
+        )
         hints = []
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=3)
@@ -149,9 +176,11 @@ class SearchSpace:
         raise ConfigurationError(
             f"{self.source}: unknown parameter(s) {', '.join(hints)}: not a setting of RecBole or recbole-hnlm for "
             f"{config['model']} with neg_sampler={sampler} on {config['dataset']}, so searching it would change "
-            f"nothing. The knobs of {sampler}: {', '.join(sampler_knobs) or 'none'}. Fix: correct the name, use "
-            f"the space file of this sampler (properties/tune/{sampler}.yaml), or, for a setting your own code "
-            "reads, give it a default in a YAML passed with --config_files."
+            f"nothing. The knobs of {sampler}: {', '.join(sampler_knobs) or 'none'}"
+            + (f"; of {config['model']}: {', '.join(model_knobs)}" if model_knobs else "")
+            + f". Fix: correct the name, use the space file of this sampler (properties/tune/{sampler}.yaml)"
+            + (f" or model (properties/tune/{config['model']}.yaml)" if model_knobs else "")
+            + ", or, for a setting your own code reads, give it a default in a YAML passed with --config_files."
         )
 
     def to_ray(self) -> dict:

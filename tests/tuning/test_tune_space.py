@@ -6,9 +6,10 @@ import pytest
 
 from recbole_hnlm.config import HNLMConfig, read_defaults
 from recbole_hnlm.errors import ConfigurationError
+from recbole_hnlm.model import MODEL_ZOO, wraps_backbone
 from recbole_hnlm.paths import PROPERTIES_DIR
 from recbole_hnlm.samplers import SAMPLER_REGISTRY
-from recbole_hnlm.tuning.space import SearchSpace
+from recbole_hnlm.tuning.space import SearchSpace, shipped_spaces
 
 SPACES = PROPERTIES_DIR / "tune"
 
@@ -28,6 +29,39 @@ def test_every_sampler_ships_a_space_of_its_own_knobs(sampler):
     own_defaults = SAMPLER_REGISTRY[sampler].defaults_files()[-1:]  # the sampler's own file comes last
     knobs = {key for file in own_defaults for key in read_defaults(file)} - {"neg_sampler"}
     assert knobs & set(space.names) or not knobs, f"{sampler}'s space searches none of its knobs {knobs}"
+
+
+def space_config(name: str) -> HNLMConfig:
+    """The config a shipped space is meant for: its sampler's on LightGCN, its model's, or the filter's over dns."""
+    quiet = {"state": "ERROR"}
+    if name in SAMPLER_REGISTRY:
+        return HNLMConfig("LightGCN", "ml-100k", config_dict={**quiet, "neg_sampler": name})
+    if name in MODEL_ZOO:
+        backbone = {"backbone": "LightGCN"} if wraps_backbone(MODEL_ZOO[name]) else {}
+        return HNLMConfig(name, "ml-100k", config_dict={**quiet, **backbone, "neg_sampler": "uniform"})
+    assert name == "text_filter", f"properties/tune/{name}.yaml is a space for no sampler or model"
+    return HNLMConfig("LightGCN", "ml-100k", config_dict={**quiet, "neg_sampler": "dns"})
+
+
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_every_shipped_space_names_only_known_settings_and_its_command_resolves(name):
+    space = SearchSpace.from_yaml(name)  # the bare name, as --tune=<name> gives it
+    space.check_names(space_config(name))
+    comment = (SPACES / f"{name}.yaml").read_text().splitlines()
+    commands = [line for line in comment if line.startswith("# python run_recbole_hnlm.py")]
+    assert commands and all(f"--tune={name} " in f"{line} " for line in commands), commands
+
+
+def test_model_spaces_resolve_by_name_and_search_the_models_knobs():
+    assert SearchSpace.from_yaml("rlmrec").source == str(SPACES / "RLMRec.yaml")  # any case
+    assert {"rlmrec_kd_weight", "rlmrec_kd_temperature"} <= set(SearchSpace.from_yaml("RLMRec").names)
+    assert {"alpharec_temperature", "n_layers"} <= set(SearchSpace.from_yaml("AlphaRec").names)
+    bases = next(p for p in SearchSpace.from_yaml("hnlm").parameters if p.name == "hnlm_base_negative").values
+    assert set(bases) == set(SAMPLER_REGISTRY) - {"hnlm"}
+    with pytest.raises(ConfigurationError, match="no space of that name ships.*AlphaRec.*Fix"):
+        SearchSpace.from_yaml("RLMRecc")
+    with pytest.raises(ConfigurationError, match="'rlmrec_kd_weight'.*of AlphaRec: .*alpharec_temperature"):
+        SearchSpace.from_yaml("RLMRec").check_names(space_config("AlphaRec"))
 
 
 def test_a_space_file_becomes_ray_domains(tmp_path):
