@@ -28,6 +28,7 @@ import resource
 import shlex
 import statistics
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -49,6 +50,7 @@ CSV_FIELDS = [
     "batches_per_epoch",
     "measured_batches",
     "median_seconds_per_batch",
+    "cpu_seconds_per_epoch",
     "seconds_per_epoch",
     "extrapolated",
     "median_sampling_seconds_per_batch",
@@ -116,8 +118,12 @@ def measure(job: dict) -> dict:
     batches_per_epoch = len(train_data)
     measured_batches = min(batches_per_epoch, job["max_batches"] or batches_per_epoch)
     train_data.max_batches = job["max_batches"]
+    cpu_seconds = []  # CPU time of this process per epoch: what other processes' load changes least
     for epoch in range(job["epochs"]):
+        started = time.process_time()
         trainer._train_epoch(train_data, epoch)
+        cpu_seconds.append(time.process_time() - started)
+    cpu_seconds = cpu_seconds[1:] or cpu_seconds
     measured = trainer.epoch_train_seconds[1:] or trainer.epoch_train_seconds  # the first epoch warms up
     sampling = trainer.epoch_sampling_seconds[1:] or trainer.epoch_sampling_seconds
     per_batch = statistics.median(measured) / measured_batches
@@ -131,6 +137,7 @@ def measure(job: dict) -> dict:
         "measured_batches": measured_batches,
         "median_seconds_per_batch": round(per_batch, 5),
         "seconds_per_epoch": round(per_batch * batches_per_epoch, 3),
+        "cpu_seconds_per_epoch": round(statistics.median(cpu_seconds) / measured_batches * batches_per_epoch, 3),
         "extrapolated": measured_batches < batches_per_epoch,
         "median_sampling_seconds_per_batch": round(statistics.median(sampling) / measured_batches, 5),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # KiB on Linux
@@ -143,19 +150,24 @@ def markdown_tables(rows: list[dict], batch_size: int) -> str:
     lines = [
         f"## Every sampler at train_batch_size {batch_size}",
         "",
-        "| dataset | train interactions | sampler | s/epoch | ratio to uniform | sampling s/batch | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | train interactions | sampler | s/epoch | ratio to uniform | CPU s/epoch | CPU ratio | "
+        "sampling s/batch | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     main = [row for row in rows if row["train_batch_size"] == batch_size]
-    uniform = {row["dataset"]: row["seconds_per_epoch"] for row in main if row["sampler"] == "uniform"}
+    uniform = {row["dataset"]: row for row in main if row["sampler"] == "uniform"}
     for row in main:
         base = uniform.get(row["dataset"])
-        ratio = f"{row['seconds_per_epoch'] / base:.2f}x" if base else ""
+        ratio = f"{row['seconds_per_epoch'] / base['seconds_per_epoch']:.2f}x" if base else ""
+        cpu = row.get("cpu_seconds_per_epoch")
+        cpu_ratio = (
+            f"{cpu / base['cpu_seconds_per_epoch']:.2f}x" if base and cpu and base.get("cpu_seconds_per_epoch") else ""
+        )
         estimate = " (est.)" if row["extrapolated"] else ""
         lines.append(
             f"| {row['dataset']} | {row['train_interactions']:,} | {row['sampler']} | "
-            f"{row['seconds_per_epoch']:.2f}{estimate} | {ratio} | {row['median_sampling_seconds_per_batch']:.4f} | "
-            f"{row['peak_rss_mib']:.0f} |"
+            f"{row['seconds_per_epoch']:.2f}{estimate} | {ratio} | {cpu if cpu is not None else ''} | {cpu_ratio} | "
+            f"{row['median_sampling_seconds_per_batch']:.4f} | {row['peak_rss_mib']:.0f} |"
         )
     sweep = [row for row in rows if row["sampler"] == "uniform"]
     if len({row["train_batch_size"] for row in sweep}) > 1:
