@@ -488,12 +488,14 @@ def run_dataset(dataset: str, args, settings: dict, llm: dict, chain: dict) -> d
     text_filter = chosen_text_filter(dataset, base, args.text_filter) if base else args.text_filter
     fhn = None
     wanted = [row for row in STAGE_2 if row in args.rows]
-    if base and any(row in HNLM_ROWS for row in wanted):
-        fhn = prepare_chain(dataset, CHAIN_SEED, {**settings, **chain})
-    for row in STAGE_2:
+    # The rows without the chain first: the chain costs about an hour per encoder on a CPU, so an interrupted run
+    # has the cheap rows done.
+    for row in sorted(STAGE_2, key=lambda row: row in HNLM_ROWS):
         if base is None:
             not_run[row] = "no stage-1 run finished, so the best base is unknown (run --rows=uniform,dns,dns_mn,mixgcf)"
             continue
+        if row in HNLM_ROWS and row in wanted and fhn is None:
+            fhn = prepare_chain(dataset, CHAIN_SEED, {**settings, **chain})
         folder = args.out / "rows" / row / dataset
         run = row_run(row, base, text_filter, llm, chain)
         records[row] = matrix_records(run, dataset, args.seeds, settings, folder, row in wanted)
