@@ -267,12 +267,6 @@ class ModelAdapter(ABC):
         """Combine ``(..., n_layers, dim)`` into the embedding the model scores with."""
         return _POOLINGS[self.pooling](layers)
 
-    def batch_layers(self, interaction: Interaction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One propagation: the batch's user and positive layers (rows, n_layers, dim) and every item's layers."""
-        user_layers, item_layers = self.propagate()
-        user_e = rows_of(user_layers, interaction[self.model.USER_ID])
-        return user_e, rows_of(item_layers, interaction[self.model.ITEM_ID]), item_layers
-
     def layer_queries(self, user_layers: torch.Tensor) -> torch.Tensor:
         """Per layer, the user vector that item layer embeddings are scored against, ``(..., n_layers, dim)``.
 

@@ -49,24 +49,6 @@ def hardest_ids_per_layer(
         return candidate_ids.gather(1, scores.argmax(dim=-1))
 
 
-def hardest_per_layer(
-    adapter: ModelAdapter,
-    user_e: torch.Tensor,
-    item_layers: torch.Tensor,
-    candidate_ids: torch.Tensor,
-    screen: Screen | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row and layer, the candidate scored highest on that layer: its layer embedding (rows, layers, dim) and
-    its id (rows, layers). Only the picked embeddings keep their gradient.
-
-    The loss gathers the picked layers together with the batch's other rows instead (``Propagation.rows``).
-    """
-    n_items, n_layers, dim = item_layers.shape
-    picked = hardest_ids_per_layer(adapter, user_e, item_layers, candidate_ids, screen)
-    layer_rows = picked * n_layers + torch.arange(n_layers, device=picked.device)
-    return rows_of(item_layers.reshape(n_items * n_layers, dim), layer_rows), picked
-
-
 class MixingSampler(CandidatePoolSampler):
     """A sampler that synthesizes each negative's embedding from ``candidate_num`` uniform candidates.
 

@@ -18,7 +18,7 @@ from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.samplers import get_sampler_class
 from recbole_hnlm.samplers.dins import dins_negative_weights
-from recbole_hnlm.samplers.mixing import MixingSampler, hardest_per_layer
+from recbole_hnlm.samplers.mixing import MixingSampler, hardest_ids_per_layer
 from recbole_hnlm.trainer import create_trainer
 
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -76,6 +76,12 @@ def test_candidate_pools_follow_the_repeated_batch_and_avoid_positives(sample_nu
     assert not any(pair in positives for pair in pool_pairs)
     assert not any(pair in positives for pair in zip(users.tolist(), negatives.tolist(), strict=True))
     assert pools.min() >= 1 and pools.max() < ml100k_train[0].item_num
+
+
+def hardest_per_layer(adapter, user_e, items, candidates):
+    """The hardest candidate's embedding (rows, layers, dim) and id (rows, layers) of every layer."""
+    picked = hardest_ids_per_layer(adapter, user_e, items, candidates)
+    return items[picked, torch.arange(items.shape[1])], picked
 
 
 def layer_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
