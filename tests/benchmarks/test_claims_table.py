@@ -50,8 +50,10 @@ def test_the_row_list_is_the_issues():
     assert ct.row_run("filter", "dns_mn", "user", {}, {}).settings == {"text_filter": "user"}
     assert ct.row_run("filter", "dns_mn", "user", {}, {}).sampler == "dns_mn"
     rlmrec = ct.row_run("rlmrec", "dns", "user", {}, {})
-    assert (rlmrec.model, rlmrec.sampler, rlmrec.settings["backbone"]) == ("RLMRec", "dns", "LightGCN")
-    assert ct.row_run("alpharec", "dns", "user", {}, {}).model == "AlphaRec"
+    # The baselines train on uniform negatives, as published, whatever the best base.
+    assert (rlmrec.model, rlmrec.sampler, rlmrec.settings["backbone"]) == ("RLMRec", "uniform", "LightGCN")
+    alpharec = ct.row_run("alpharec", "dns", "user", {}, {})
+    assert (alpharec.model, alpharec.sampler) == ("AlphaRec", "uniform")
     assert ct.row_run("dns", None, "user", {}, chain).settings == ct.NO_FILTER  # no llm or chain settings
     for row in ct.ROWS:  # only the filter row filters, whatever text_filter a sampler's chosen settings hold
         run = ct.row_run(row, "dns", "user", {}, chain)
@@ -170,7 +172,7 @@ def test_rows_not_run_are_named_with_their_reason():
         "dns",
     )
     assert "best base on validation: dns" in table
-    assert "| AlphaRec (dns negatives) | 0 | not run: not in --rows" in table
+    assert "| AlphaRec (uniform negatives) | 0 | not run: not in --rows" in table
     assert "| dns | 3 | 0.3600 ± 0.0100 |" in table
     assert "dns + text filter (user) | 0 | not run: no finished run" in table
 
