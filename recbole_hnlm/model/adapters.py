@@ -212,14 +212,20 @@ class Propagation:
         self.layers = layers
         self.n_users = n_users
 
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users, items) layers for gradient-carrying use: ``split``'s backward is one concatenation, where the
+        slices ``users`` and ``items`` would each fill a zero gradient of the whole stack."""
+        users, items = self.layers.split([self.n_users, len(self.layers) - self.n_users])
+        return users, items
+
     @property
     def users(self) -> torch.Tensor:
-        """Every user's layers (n_users, layers, dim): a view."""
+        """Every user's layers (n_users, layers, dim): a view, for scoring (without gradients; see ``split``)."""
         return self.layers[: self.n_users]
 
     @property
     def items(self) -> torch.Tensor:
-        """Every item's layers (n_items, layers, dim): a view."""
+        """Every item's layers (n_items, layers, dim): a view, for scoring (without gradients; see ``split``)."""
         return self.layers[self.n_users :]
 
     def rows(self, user_ids: torch.Tensor, *item_ids: torch.Tensor) -> list[torch.Tensor]:
@@ -394,8 +400,7 @@ class LightGCNAdapter(ModelAdapter):
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 0..n_layers on the normalised adjacency matrix."""
-        propagation = self.propagation()
-        return propagation.users, propagation.items
+        return self.propagation().split()
 
     def propagation(self) -> Propagation:
         """Layers 0..n_layers on the normalised adjacency matrix, users and items in one stack."""
@@ -441,8 +446,7 @@ class SGLAdapter(ModelAdapter):
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 0..n_layers on the full training graph (the augmented views only enter the SSL loss)."""
-        propagation = self.propagation()
-        return propagation.users, propagation.items
+        return self.propagation().split()
 
     def propagation(self) -> Propagation:
         """Layers 0..n_layers on the full training graph, users and items in one stack."""
