@@ -263,9 +263,11 @@ class HNLMConfig(Config):
             data_path = user.get("data_path", defaults["data_path"])
             files += [file for file in (dataset_file, Path(data_path) / dataset / f"{dataset}.yaml") if file.is_file()]
         files += sampler_class.defaults_files()
-        if dataset:  # a sampler's settings on one dataset, e.g. the DENS code's candidate count on its splits
-            sampler_on_dataset = PROPERTIES_DIR / "dataset" / dataset / f"{sampler}.yaml"
-            files += [sampler_on_dataset] if sampler_on_dataset.is_file() else []
+        if dataset:
+            # A model's settings chosen on one dataset (e.g. RLMRec's by a Tune search), then a sampler's (e.g. the
+            # DENS code's candidate count on its splits): properties/dataset/<dataset>/<Model or sampler>.yaml.
+            chosen = [PROPERTIES_DIR / "dataset" / dataset / f"{name}.yaml" for name in (model_name, sampler) if name]
+            files += [file for file in chosen if file.is_file()]
         defaults.update(self._read_all(files))
         self._plugin_defaults = defaults
         self.external_config_dict = {**defaults, **user}

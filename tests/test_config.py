@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+import recbole_hnlm.config as config_module
 from recbole_hnlm.config import HNLMConfig, config_fingerprint, recorded_settings, run_settings
 from recbole_hnlm.errors import ConfigurationError, UnknownSettingError
 from recbole_hnlm.hnlm import SemanticNegativeSampler
-from recbole_hnlm.paths import properties_file
+from recbole_hnlm.paths import PROPERTIES_DIR, properties_file
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"state": "ERROR", "show_progress": False}
@@ -127,3 +129,28 @@ def test_an_llm_cache_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
 def test_recboles_multi_gpu_mode_is_refused_by_the_config():
     with pytest.raises(ConfigurationError, match="multi-GPU mode \\(nproc=2\\).*Fix:"):
         HNLMConfig("BPR", "ml-100k", config_dict=QUIET, cmd_args=["--nproc=2"])
+
+
+def test_settings_chosen_for_a_model_or_sampler_on_a_dataset_apply_there_only(tmp_path, monkeypatch):
+    """properties/dataset/<dataset>/<Model>.yaml and <neg_sampler>.yaml (e.g. a Tune search's choice) reach the runs
+    of that model or sampler on that dataset, and no other run."""
+    properties = tmp_path / "properties"
+    shutil.copytree(PROPERTIES_DIR, properties)
+    chosen = properties / "dataset" / "ml-100k"
+    chosen.mkdir(parents=True, exist_ok=True)
+    (chosen / "BPR.yaml").write_text("learning_rate: 0.0123\n")
+    (chosen / "dns.yaml").write_text("candidate_num: 7\n")
+    monkeypatch.setattr(config_module, "PROPERTIES_DIR", properties)
+
+    def config(model, sampler, dataset="ml-100k"):
+        return HNLMConfig(model, dataset, config_dict={"neg_sampler": sampler, "state": "ERROR"})
+
+    both = config("BPR", "dns")
+    assert (both["learning_rate"], both["candidate_num"]) == (0.0123, 7)
+    other_model = config("LightGCN", "dns")
+    assert other_model["learning_rate"] != 0.0123 and other_model["candidate_num"] == 7
+    other_sampler = config("BPR", "mixgcf")
+    assert other_sampler["learning_rate"] == 0.0123 and other_sampler["candidate_num"] != 7
+    # The command line still wins over a chosen setting.
+    given = HNLMConfig("BPR", "ml-100k", config_dict={"neg_sampler": "dns", "state": "ERROR", "learning_rate": 0.5})
+    assert given["learning_rate"] == 0.5
