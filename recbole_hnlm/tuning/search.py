@@ -26,7 +26,7 @@ from recbole_hnlm.errors import ClusterUnreachableError, ConfigurationError
 from recbole_hnlm.io import write_json_atomic
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.ray_cluster import check_ray_address
-from recbole_hnlm.tuning.space import SearchSpace
+from recbole_hnlm.tuning.space import SearchSpace, resolve_space_file
 
 QUIET = {"state": "ERROR", "show_progress": False}
 
@@ -193,7 +193,7 @@ def run_search(
         "model": base["model"],
         "dataset": base["dataset"],
         "neg_sampler": base_config["neg_sampler"],
-        "space_file": str(Path(space_file).resolve()),
+        "space_file": str(resolve_space_file(space_file).resolve()),
         "space": space.to_dict(),
         "cmd_args": cmd_args,
         "config_files": config_file_list,
