@@ -236,26 +236,29 @@ def claims(summary: dict, base: str | None) -> list[dict]:
     """
     untuned = best_on_validation(summary, tuple(row for row in HNLM_ROWS if row.endswith("-untuned")))
     tuned = best_on_validation(summary, tuple(row for row in HNLM_ROWS if row.endswith("-finetuned")))
+    # A row that has not finished is named, in the comparisons, for what it stands for (never a row of the table).
+    untuned_row, tuned_row = untuned or "un-tuned hnlm", tuned or "fine-tuned hnlm"
+    base = base or "the best base"
     plans = [
         (
             "semantic negatives with alignment help (beat uniform) but trail traditional sampling (the best base "
             "beats them)",
             untuned,
-            [(untuned, "uniform", HEADLINE), (base, untuned, HEADLINE)],
+            [(untuned_row, "uniform", HEADLINE), (base, untuned_row, HEADLINE)],
         ),
         (
             "CF-supervised fine-tuning beats traditional samplers (the best base) and LLM-enhanced recommenders "
             "(RLMRec-Con, AlphaRec)",
             tuned,
-            [(tuned, base, HEADLINE), (tuned, "rlmrec", HEADLINE), (tuned, "alpharec", HEADLINE)],
+            [(tuned_row, base, HEADLINE), (tuned_row, "rlmrec", HEADLINE), (tuned_row, "alpharec", HEADLINE)],
         ),
         (
             "fine-tuning helps sparse users, the long tail and false hard negatives (against the best base)",
             tuned,
             [
-                (tuned, base, "recall@20_sparse_users"),
-                (tuned, base, "recall@20_long_tail"),
-                (tuned, base, FHN),
+                (tuned_row, base, "recall@20_sparse_users"),
+                (tuned_row, base, "recall@20_long_tail"),
+                (tuned_row, base, FHN),
             ],
         ),
     ]
@@ -263,12 +266,9 @@ def claims(summary: dict, base: str | None) -> list[dict]:
     for number, (claim, row, comparisons) in enumerate(plans, start=1):
         parts, missing = [], []
         for a, b, metric in comparisons:
-            absent = [name or "the best base" for name in (a, b) if name not in summary]
+            absent = [name for name in (a, b) if name not in summary]
             if absent or math.isnan(summary[a][metric]["mean"]) or math.isnan(summary[b][metric]["mean"]):
-                missing.append(
-                    f"{a or '?'} vs {b or '?'} on {metric}: "
-                    + (f"{', '.join(absent)} not run" if absent else "no value")
-                )
+                missing.append(f"{a} vs {b} on {metric}: " + (f"{', '.join(absent)} not run" if absent else "no value"))
                 continue
             parts.append({"a_row": a, "b_row": b, **better(summary[a], summary[b], metric)})
         holds = _all(parts) if not missing or any(part["holds"] is False for part in parts) else None
