@@ -160,13 +160,14 @@ def markdown_tables(rows: list[dict], batch_size: int) -> str:
         base = uniform.get(row["dataset"])
         ratio = f"{row['seconds_per_epoch'] / base['seconds_per_epoch']:.2f}x" if base else ""
         cpu = row.get("cpu_seconds_per_epoch")
+        cpu_text = "" if cpu is None else f"{cpu:.2f}"
         cpu_ratio = (
             f"{cpu / base['cpu_seconds_per_epoch']:.2f}x" if base and cpu and base.get("cpu_seconds_per_epoch") else ""
         )
         estimate = " (est.)" if row["extrapolated"] else ""
         lines.append(
             f"| {row['dataset']} | {row['train_interactions']:,} | {row['sampler']} | "
-            f"{row['seconds_per_epoch']:.2f}{estimate} | {ratio} | {cpu if cpu is not None else ''} | {cpu_ratio} | "
+            f"{row['seconds_per_epoch']:.2f}{estimate} | {ratio} | {cpu_text} | {cpu_ratio} | "
             f"{row['median_sampling_seconds_per_batch']:.4f} | {row['peak_rss_mib']:.0f} |"
         )
     sweep = [row for row in rows if row["sampler"] == "uniform"]
