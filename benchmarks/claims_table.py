@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 from hnlmrec_report import CHAIN_PREFIXES, SMOKE_CHAIN, paired_p, prepare_chain  # noqa: E402
 
 from recbole_hnlm.bench.matrix import FIRST_SEED, MatrixSpec  # noqa: E402
-from recbole_hnlm.bench.runner import _result_files, run_matrix  # noqa: E402
+from recbole_hnlm.bench.runner import matrix_defaults, result_files, run_matrix  # noqa: E402
 from recbole_hnlm.bench.runs_file import RunsFile  # noqa: E402
 from recbole_hnlm.bench.subgroups import subgroup_columns  # noqa: E402
 from recbole_hnlm.config import config_fingerprint  # noqa: E402
@@ -427,11 +427,6 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, dict, dict, di
     return args, settings, llm, chain
 
 
-def run_defaults(folder: Path) -> dict:
-    """The settings ``run_matrix`` puts under a matrix's own, so that the config hashes computed here match its."""
-    return {"results_dir": str(folder / "runs"), "show_progress": False, "state": "ERROR", "torch_threads": 1}
-
-
 def matrix_records(run: RowRun, dataset: str, seeds: list[int], settings: dict, folder: Path, train: bool) -> dict:
     """{seed: metrics} of one row on one dataset: trains the missing runs first when ``train``; else reads what
     finished. Metrics: the runs.csv row plus the results JSON's validation Recall@20 and semantic coverage."""
@@ -450,7 +445,7 @@ def matrix_records(run: RowRun, dataset: str, seeds: list[int], settings: dict, 
         return {}
     keys = {
         RunsFile.key(config_fingerprint(config), cell.seed)
-        for cell, config in spec.configs(run_defaults(folder)).items()
+        for cell, config in spec.configs(matrix_defaults(folder)).items()
     }
     rows = {
         RunsFile.key(row["config_hash"], row["seed"]): row
@@ -458,7 +453,7 @@ def matrix_records(run: RowRun, dataset: str, seeds: list[int], settings: dict, 
         if row["status"] == "ok"
     }
     found = {key: rows[key] for key in keys if key in rows}
-    files = _result_files(folder / "runs", set(found))
+    files = result_files(folder / "runs", set(found))
     records = {}
     for key, row in found.items():
         result = json.loads(files[key].read_text()) if key in files else {}

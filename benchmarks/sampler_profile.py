@@ -40,7 +40,7 @@ PHASES = [
     (base.CandidatePoolSampler, "draw_pool", "batch: draw candidate pool, reject positives"),
     (base.CandidatePoolSampler, "candidate_pool", "batch: pool to torch"),
     (hnlm.SemanticNegativeSampler, "extra_batch_fields", "batch: hnlm fields (cache look-up)"),
-    (adapters.LightGCNAdapter, "propagation", "loss: propagate"),
+    (adapters.LinearGraphAdapter, "propagation", "loss: propagate"),
     (adapters.Propagation, "rows", "loss: gather batch rows"),
     (adapters.LightGCNAdapter, "item_negative_loss", "loss: model's loss on picked ids"),
     (base, "candidate_scores", "loss: score candidates (pooled)"),

@@ -112,18 +112,18 @@ def config_fingerprint(config) -> str:
     return hashlib.sha256(repr(items).encode()).hexdigest()[:12]
 
 
-def recorded_settings(config) -> dict:
-    """Every setting that can change a run's result (what ``config_fingerprint`` hashes), for its results file."""
-    return {
-        key: value
-        for key, value in config.final_config_dict.items()
-        if key not in UNHASHED_SETTINGS and not (key in LATER_SETTINGS and value == LATER_SETTINGS[key])
-    }
-
-
 def run_settings(config) -> dict:
     """Every setting of a run but where it ran (device, output folders, threads), for its results file."""
     return {key: value for key, value in config.final_config_dict.items() if key not in UNHASHED_SETTINGS}
+
+
+def recorded_settings(config) -> dict:
+    """What ``config_fingerprint`` hashes: ``run_settings`` less the later settings at their hash-keeping values."""
+    return {
+        key: value
+        for key, value in run_settings(config).items()
+        if not (key in LATER_SETTINGS and value == LATER_SETTINGS[key])
+    }
 
 
 def read_defaults(file: Path, loader=yaml.SafeLoader) -> dict:

@@ -69,6 +69,20 @@ def _failed_row(cell: BenchCell, config_hash: str, error: Exception, memory: dic
     }
 
 
+def matrix_defaults(out_dir: Path, verbose: bool = False) -> dict:
+    """The settings a matrix in ``out_dir`` puts under every run's own: ``spec.configs(matrix_defaults(...))`` are
+    the configs (and config hashes) of its runs."""
+    return {
+        "results_dir": str(Path(out_dir) / "runs"),
+        "show_progress": False,
+        "state": "INFO" if verbose else "ERROR",
+        # One torch thread unless overridden: the same for every run, so seconds per epoch compare, and spared
+        # oversubscription of a busy machine (results/sampler-speed-before-in-loss-picks). The thread count is not
+        # in the config hash.
+        "torch_threads": 1,
+    }
+
+
 def run_matrix(
     spec: MatrixSpec, out_dir: Path | None = None, verbose: bool = False, command: str = "", report_only: bool = False
 ) -> dict:
@@ -80,15 +94,7 @@ def run_matrix(
     stopped part-way, or one still running in another process).
     """
     out_dir = Path(out_dir or Path("results") / spec.name)
-    defaults = {
-        "results_dir": str(out_dir / "runs"),
-        "show_progress": False,
-        "state": "INFO" if verbose else "ERROR",
-        # One torch thread unless overridden: the same for every run, so seconds per epoch compare, and spared
-        # oversubscription of a busy machine (results/sampler-speed-before-in-loss-picks). The thread count is not
-        # in the config hash.
-        "torch_threads": 1,
-    }
+    defaults = matrix_defaults(out_dir, verbose)
     threads = torch.get_num_threads()
     try:
         return _run_matrix(spec, out_dir, defaults, verbose, command, report_only)
@@ -181,14 +187,14 @@ def _reuse_runs(
     reused = {}
     wanted = {runs.key(config_hash, cell.seed): cell for cell, config_hash in hashes.items()}
     found = _reusable_runs(folders, runs, hashes, required)
-    result_files = {}  # each run comes from one folder only, so the folders' files merge without clashes
+    files = {}  # each run comes from one folder only, so the folders' files merge without clashes
     for folder in dict.fromkeys(folder for folder, _, _ in found):
         keys = {key for other, key, _ in found if other == folder}
-        result_files.update(_result_files(Path(folder) / "runs", keys))
+        files.update(result_files(Path(folder) / "runs", keys))
     for folder, key, row in found:
-        if key in result_files:
+        if key in files:
             results_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(result_files[key], results_dir / result_files[key].name)
+            shutil.copy2(files[key], results_dir / files[key].name)
         runs.record(row)
         reused[wanted[key].label] = folder
     if reused:
@@ -214,7 +220,7 @@ def _reusable_runs(
     return found
 
 
-def _result_files(folder: Path, keys: set) -> dict:
+def result_files(folder: Path, keys: set) -> dict:
     """{run key: its results JSON in ``folder``} for the runs in ``keys`` (the newest file where a run has several)."""
     found = {}
     for path in sorted(folder.glob("*.json")):

@@ -16,17 +16,13 @@ An adapter exposes, for one model class:
 This module also holds what every scorer of candidates shares: ``scoring_mode`` (the one eval-mode, no-gradient
 switch), ``rows_of`` (the one gather) and ``candidate_scores`` (the one way to score candidate ids on embeddings).
 
-Adding a model is one small class, e.g. for a LightGCN-like model::
+Adding a model is one small class, e.g. for a LightGCN-like model (a model with another propagation subclasses
+``ModelAdapter`` and implements ``propagate``)::
 
     @register_adapter("MyGCN")
-    class MyGCNAdapter(ModelAdapter):
+    class MyGCNAdapter(LinearGraphAdapter):
         pooling = "mean"
-
-        def propagate(self):
-            model = self.model
-            return linear_propagation(
-                model.user_embedding.weight, model.item_embedding.weight, model.norm_adj_matrix, model.n_layers
-            )
+        graph_attribute = "norm_adj_matrix"
 
         def regularisation(self, user_e, pos_e, neg_e):
             model = self.model
@@ -394,21 +390,30 @@ class BPRAdapter(ModelAdapter):
         return self.model.user_embedding.weight.unsqueeze(1), self.model.item_embedding.weight.unsqueeze(1)
 
 
-@register_adapter("LightGCN")
-class LightGCNAdapter(ModelAdapter):
-    """Mean of layers 0..n_layers; EmbLoss on the ego (layer-0) embeddings, with the model's require_pow."""
+class LinearGraphAdapter(ModelAdapter):
+    """A model that propagates its free user and item embeddings linearly over one joint graph (LightGCN, SGL):
+    layers 0..``n_layers`` of ``E <- graph @ E``, users and items in one stack. ``graph_attribute`` names the graph."""
+
+    graph_attribute: ClassVar[str]
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layers 0..n_layers on the normalised adjacency matrix."""
+        """The layers, split into users and items."""
         return self.propagation().split()
 
     def propagation(self) -> Propagation:
-        """Layers 0..n_layers on the normalised adjacency matrix, users and items in one stack."""
+        """The layers of every node in one stack."""
         model = self.model
-        layers = linear_layers(
-            model.user_embedding.weight, model.item_embedding.weight, model.norm_adj_matrix, model.n_layers
-        )
+        graph = getattr(model, self.graph_attribute)
+        layers = linear_layers(model.user_embedding.weight, model.item_embedding.weight, graph, model.n_layers)
         return Propagation(layers, model.n_users)
+
+
+@register_adapter("LightGCN")
+class LightGCNAdapter(LinearGraphAdapter):
+    """Mean of layers 0..n_layers on the normalised adjacency matrix; EmbLoss on the ego (layer-0) embeddings, with
+    the model's require_pow."""
+
+    graph_attribute = "norm_adj_matrix"
 
     def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
         """The model's BPRLoss."""
@@ -441,20 +446,11 @@ class LightGCNAdapter(ModelAdapter):
 
 
 @register_adapter("SGL")
-class SGLAdapter(ModelAdapter):
-    """LightGCN's propagation on the full graph, a summed BPR loss, and the model's contrastive (SSL) loss."""
+class SGLAdapter(LinearGraphAdapter):
+    """LightGCN's propagation on the full training graph (the augmented views only enter the SSL loss), a summed BPR
+    loss, and the model's contrastive (SSL) loss."""
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layers 0..n_layers on the full training graph (the augmented views only enter the SSL loss)."""
-        return self.propagation().split()
-
-    def propagation(self) -> Propagation:
-        """Layers 0..n_layers on the full training graph, users and items in one stack."""
-        model = self.model
-        layers = linear_layers(
-            model.user_embedding.weight, model.item_embedding.weight, model.train_graph, model.n_layers
-        )
-        return Propagation(layers, model.n_users)
+    graph_attribute = "train_graph"
 
     def ranking_loss(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
         """SGL sums, rather than averages, -log sigmoid over the batch."""
