@@ -7,7 +7,8 @@ only; its config and test metrics go to ``results/tune/<name>/best.json`` beside
 
 Ray is local by default (started for the search, with the machine's CPUs and GPUs; trials ask for a GPU only
 where the cluster has one); ``ray_address`` attaches to a running cluster instead. Trials read the dataset
-from an absolute ``data_path`` and build their config from explicit arguments (``HNLMConfig`` never reads
+from an absolute ``data_path`` (and open the LLM cache at an absolute ``llm_cache_dir``, so that they share the one
+that a first run built) and build their config from explicit arguments (``HNLMConfig`` never reads
 ``sys.argv``), so they run the same on any node that has recbole-hnlm installed and the dataset at that path.
 """
 
@@ -62,9 +63,27 @@ class SearchSettings:
             raise ConfigurationError("--num_cpus sizes a local Ray; an existing cluster (--ray_address) has its own.")
 
 
-def _without_data_path(cmd_args: list[str]) -> list[str]:
-    """The user's ``--key=value`` list without ``--data_path``, which trials get as an absolute path instead."""
-    return [arg for arg in cmd_args if not arg.startswith("--data_path=")]
+# Settings naming a folder, which a trial gets as an absolute path: Ray runs each trial in its own folder, where a
+# relative llm_cache_dir would make every trial build (or, for a fine-tuned encoder, fail to find) its own LLM cache.
+TRIAL_PATHS = ("data_path", "llm_cache_dir")
+
+
+def trial_base(
+    model: str, dataset: str, base_config, config_file_list: list[str], cmd_args: list[str], threads: int
+) -> dict:
+    """What every trial starts from: the model, dataset, config files and the user's ``--key=value`` list, with the
+    ``TRIAL_PATHS`` resolved from the driver's working directory (``base_config``'s values) and dropped from the list.
+    """
+    paths = {"data_path": str(Path(base_config["raw_data_path"]).resolve())}
+    if base_config["llm_cache_dir"]:
+        paths["llm_cache_dir"] = str(Path(base_config["llm_cache_dir"]).resolve())
+    return {
+        "model": model,  # as given: HNLMConfig turns --model=LightGCN --neg_sampler=hnlm into HNLMRec around it
+        "dataset": dataset,
+        "config_file_list": config_file_list or None,
+        "config_dict": {**QUIET, "results_dir": None, **paths, "torch_threads": threads},
+        "cmd_args": [arg for arg in cmd_args if arg[2:].partition("=")[0] not in TRIAL_PATHS],
+    }
 
 
 def _train_trial(trial_config: dict, base: dict) -> None:
@@ -165,19 +184,10 @@ def run_search(
     name = settings.name or f"{model}-{base_config['neg_sampler']}-{dataset}"
     out = Path(settings.out or Path("results") / "tune" / name).resolve()
 
-    base = {
-        "model": model,  # as given: HNLMConfig turns --model=LightGCN --neg_sampler=hnlm into HNLMRec around it
-        "dataset": dataset,
-        "config_file_list": config_file_list or None,
-        "config_dict": {
-            **QUIET,
-            "results_dir": None,
-            "data_path": str(Path(base_config["raw_data_path"]).resolve()),
-            "torch_threads": base_config["torch_threads"] or max(1, int(settings.cpus_per_trial)),
-            **({"state": "INFO"} if settings.verbose else {}),
-        },
-        "cmd_args": _without_data_path(cmd_args),
-    }
+    threads = base_config["torch_threads"] or max(1, int(settings.cpus_per_trial))
+    base = trial_base(model, dataset, base_config, config_file_list, cmd_args, threads)
+    if settings.verbose:
+        base["config_dict"]["state"] = "INFO"
     started_ray = _start_ray(settings)
     try:
         best, trials, gpus = _fit(space, base, settings, metric, mode, validations, name, out, base_config["seed"])

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from recbole_hnlm import compat
+from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import ClusterUnreachableError, ConfigurationError
 from recbole_hnlm.paths import PROPERTIES_DIR
 from recbole_hnlm.ray_cluster import check_ray_address
-from recbole_hnlm.tuning.search import SearchSettings, run_search
+from recbole_hnlm.tuning.search import SearchSettings, run_search, trial_base
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = PROPERTIES_DIR / "tune"
@@ -61,6 +62,20 @@ def test_a_real_local_search_runs_two_one_epoch_trials_and_saves_the_best(tmp_pa
     assert best["search"]["gpus_per_trial"] == (1 if torch.cuda.is_available() else 0)  # none asked where none is
     assert best["search"]["scheduler"] == "ASHA"
     assert Path(best["ray_results"]).is_dir() and Path(best["checkpoint"]).is_file()
+
+
+def test_trials_get_the_data_and_the_llm_cache_as_absolute_paths(tmp_path, monkeypatch):
+    """Ray runs a trial in its own folder: a relative llm_cache_dir there would be a fresh, empty cache per trial."""
+    monkeypatch.chdir(tmp_path)
+    cmd_args = ["--llm_cache_dir=shared-cache", "--epochs=2", f"--data_path={REPO / 'dataset'}"]
+    config = HNLMConfig("BPR", "ml-100k", config_dict={"state": "ERROR"}, cmd_args=cmd_args)
+    base = trial_base("BPR", "ml-100k", config, [], cmd_args, threads=1)
+    assert base["config_dict"]["llm_cache_dir"] == str(tmp_path / "shared-cache")
+    assert Path(base["config_dict"]["data_path"]).is_absolute()
+    assert base["cmd_args"] == ["--epochs=2"]  # the paths travel resolved, not as the user wrote them
+    trial = HNLMConfig("BPR", "ml-100k", config_dict=base["config_dict"], cmd_args=base["cmd_args"])
+    monkeypatch.chdir(tmp_path.parent)
+    assert trial["llm_cache_dir"] == str(tmp_path / "shared-cache") and trial["epochs"] == 2
 
 
 def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, monkeypatch, capsys):
