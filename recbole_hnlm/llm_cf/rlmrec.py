@@ -174,9 +174,9 @@ class RLMRecAdapter(ModelAdapter):
         """The backbone's pooling."""
         return self.backbone_adapter.pool(layers)
 
-    def layer_queries(self, user_layers: torch.Tensor) -> torch.Tensor:
+    def layer_queries(self, user_layers: torch.Tensor, expand: bool = True) -> torch.Tensor:
         """The backbone's per-layer queries."""
-        return self.backbone_adapter.layer_queries(user_layers)
+        return self.backbone_adapter.layer_queries(user_layers, expand)
 
     def pairwise_loss(
         self, interaction, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor

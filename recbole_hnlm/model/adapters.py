@@ -269,15 +269,17 @@ class ModelAdapter(ABC):
         """Combine ``(..., n_layers, dim)`` into the embedding the model scores with."""
         return _POOLINGS[self.pooling](layers)
 
-    def layer_queries(self, user_layers: torch.Tensor) -> torch.Tensor:
+    def layer_queries(self, user_layers: torch.Tensor, expand: bool = True) -> torch.Tensor:
         """Per layer, the user vector that item layer embeddings are scored against, ``(..., n_layers, dim)``.
 
         With these, the sum over layers of ``<query_l, item_l>`` is the model's score up to a positive factor,
-        so the hardest item of a layer is the one contributing most to the final score.
+        so the hardest item of a layer is the one contributing most to the final score. ``expand=False`` leaves a
+        query shared by every layer as ``(..., 1, dim)``, which broadcasts the same.
         """
         if self.pooling == "concat":
             return user_layers
-        return self.pool(user_layers).unsqueeze(-2).expand_as(user_layers)
+        query = self.pool(user_layers).unsqueeze(-2)
+        return query.expand_as(user_layers) if expand else query
 
     def candidate_layer_scores(
         self, user_e: torch.Tensor, item_layers: torch.Tensor, candidate_ids: torch.Tensor

@@ -17,7 +17,7 @@ from recbole_hnlm.model import get_model
 from recbole_hnlm.model.adapters import get_adapter
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.samplers import get_sampler_class
-from recbole_hnlm.samplers.dins import dins_negative_weights
+from recbole_hnlm.samplers.dins import dins_mixup, dins_negative_weights
 from recbole_hnlm.samplers.mixing import MixingSampler, hardest_ids_per_layer
 from recbole_hnlm.trainer import create_trainer
 
@@ -160,6 +160,30 @@ def test_dins_weights_follow_the_paper_on_a_hand_checked_case(ml100k_train):
     # Scores far beyond exp's range still give weights in [0, 1].
     big = torch.full((1, 1, 1), 100.0)
     assert dins_negative_weights(big, big / 10, alpha=0.5).item() == 1.0
+
+
+@pytest.mark.parametrize("query_layers", [1, 3])  # a pooled query shared by the layers (mean, sum); one per layer
+def test_dins_mixup_has_the_values_and_gradients_of_the_composed_operations(query_layers):
+    """The written-out backward of ``dins_mixup`` against autograd through p + w (h - p)."""
+    generator = torch.Generator().manual_seed(7)
+    shapes = {"queries": (5, query_layers, 4), "positive": (5, 3, 4), "hard": (5, 3, 4)}
+    inputs = {name: torch.randn(*shape, generator=generator, dtype=torch.float64) for name, shape in shapes.items()}
+    upstream = torch.randn(5, 3, 4, generator=generator, dtype=torch.float64)
+
+    def values_and_gradients(mix):
+        leaves = {name: tensor.clone().requires_grad_() for name, tensor in inputs.items()}
+        negative = mix(leaves["queries"], leaves["positive"], leaves["hard"])
+        (negative * upstream).sum().backward()
+        return negative.detach(), *(leaves[name].grad for name in shapes)
+
+    def composed(queries, positive, hard):
+        difference = hard - positive
+        return positive + dins_negative_weights(queries, difference, alpha=0.7) * difference
+
+    fused = values_and_gradients(lambda queries, positive, hard: dins_mixup(queries, positive, hard, alpha=0.7))
+    for got, expected in zip(fused, values_and_gradients(composed), strict=True):
+        torch.testing.assert_close(got, expected)
+    assert fused[1].shape == shapes["queries"]
 
 
 def test_dins_hard_boundary_picks_the_candidate_the_user_scores_highest(ml100k_train):
