@@ -9,8 +9,9 @@ matrix per row and dataset under ``<out>/rows/<row>/<dataset>/``), so that a rer
 
 - Stage 1, the traditional samplers: ``uniform``, ``dns``, ``dns_mn``, ``mixgcf``. The *best base* of a dataset is
   the one with the best mean **validation** Recall@20 over the seeds (test metrics never choose anything).
-- Stage 2, on the best base: ``filter`` (the base with the false-negative filter from text, ``--text_filter``, its
-  other knobs from properties: a chosen ``text_filter`` in ``properties/dataset/<dataset>/<base>.yaml`` wins);
+- Stage 2, on the best base: ``filter`` (the base with the false-negative filter from text: the knobs chosen on
+  validation in ``properties/dataset/<dataset>/text_filter.yaml`` where that file exists, else ``--text_filter`` with
+  the defaults of properties/overall.yaml);
   ``hnlm-<source>-<encoder>`` for source neighbour | generated and encoder untuned | finetuned
   (``--neg_sampler=hnlm --hnlm_base_negative=<best base>``: the items nearest the positive's vector, or nearest the
   encoded (user, positive) query, under the chain's encoder without and with its LoRA adapter); ``rlmrec``
@@ -86,8 +87,9 @@ DATASETS = "ml-100k,amazon-office"
 EPOCHS = 60  # hnlmrec_report's
 SMOKE_EPOCHS = 2
 LLM_PREFIX = "llm"
-# Every row but "filter" sets it: a text_filter chosen for a sampler (properties/dataset/<dataset>/<sampler>.yaml, read
-# by every run of it) then filters the filter row only. It is the default, so config hashes do not move.
+# Every row but "filter" sets it: a text_filter in a sampler's chosen settings (properties/dataset/<dataset>/
+# <sampler>.yaml, read by every run of it) then filters the filter row only. It is the default, so config hashes do
+# not move.
 NO_FILTER = {"text_filter": "none"}
 STAGE_1 = ("uniform", "dns", "dns_mn", "mixgcf")
 # The LLM-enhanced baselines train as their papers do, on uniform negatives: on the best base's mixed negatives
@@ -121,14 +123,15 @@ class RowRun:
     uses_chain: bool = False
 
 
-def row_run(row: str, base: str | None, text_filter: str, llm: dict, chain: dict) -> RowRun:
-    """The run of ``row`` on a dataset whose best base is ``base`` (None: stage 1 rows only)."""
+def row_run(row: str, base: str | None, text_filter: dict, llm: dict, chain: dict) -> RowRun:
+    """The run of ``row`` on a dataset whose best base is ``base`` (None: stage 1 rows only); ``text_filter``: the
+    filter row's settings (``filter_settings``)."""
     if row in STAGE_1:
         return RowRun(MODEL, row, dict(NO_FILTER))
     if base is None:
         raise ValueError(f"row {row} runs on the best base, which is not known yet")
     if row == "filter":
-        return RowRun(MODEL, base, {**llm, "text_filter": text_filter})
+        return RowRun(MODEL, base, {**llm, **text_filter})
     if row == "rlmrec":  # as published: uniform negatives (mixed ones stopped both baselines after epoch 1 here)
         return RowRun("RLMRec", BASELINE_SAMPLER, {**llm, **NO_FILTER, "backbone": MODEL})
     if row == "alpharec":
@@ -145,12 +148,13 @@ def row_run(row: str, base: str | None, text_filter: str, llm: dict, chain: dict
     return RowRun(MODEL, "hnlm", settings, uses_chain=True)
 
 
-def chosen_text_filter(dataset: str, base: str, default: str) -> str:
-    """``text_filter`` chosen on validation for ``base`` on ``dataset`` (properties/dataset/<dataset>/<base>.yaml),
-    else ``default``."""
-    chosen = properties_file("dataset", dataset, f"{base}.yaml")
+def filter_settings(dataset: str, default: str) -> dict:
+    """The filter row's settings on ``dataset``: those chosen on validation (properties/dataset/<dataset>/
+    text_filter.yaml, which no run reads unless given it, so that the other rows' configs do not move), else
+    ``{"text_filter": default}``."""
+    chosen = properties_file("dataset", dataset, "text_filter.yaml")
     values = (read_settings_yaml(chosen, "Chosen settings") or {}) if chosen.is_file() else {}
-    return values.get("text_filter") or default
+    return values if values.get("text_filter") else {"text_filter": default}
 
 
 def pick_best_base(valid_means: dict[str, float]) -> str | None:
@@ -479,11 +483,11 @@ def run_dataset(dataset: str, args, settings: dict, llm: dict, chain: dict) -> d
     for row in STAGE_1:
         folder = args.out / "rows" / row / dataset
         records[row] = matrix_records(
-            row_run(row, None, "", llm, chain), dataset, args.seeds, settings, folder, row in args.rows
+            row_run(row, None, {}, llm, chain), dataset, args.seeds, settings, folder, row in args.rows
         )
     stage_1 = summarise({row: found for row, found in records.items() if found})
     base = pick_best_base({row: entry[VALID]["mean"] for row, entry in stage_1.items()})
-    text_filter = chosen_text_filter(dataset, base, args.text_filter) if base else args.text_filter
+    text_filter = filter_settings(dataset, args.text_filter)
     fhn = None
     wanted = [row for row in STAGE_2 if row in args.rows]
     # The rows without the chain first: the chain costs about an hour per encoder on a CPU, so an interrupted run
@@ -510,9 +514,13 @@ def run_dataset(dataset: str, args, settings: dict, llm: dict, chain: dict) -> d
     }
 
 
-def row_titles(base: str | None, text_filter: str) -> dict[str, str]:
-    """Each row's label in the table, with the dataset's best base filled in."""
-    return {row: TITLES.get(row, row).format(base=base or "best base", text_filter=text_filter) for row in ROWS}
+def row_titles(base: str | None, text_filter: dict) -> dict[str, str]:
+    """Each row's label in the table, with the dataset's best base and the filter's settings filled in."""
+    knobs = ", ".join(
+        f"{key.removeprefix('text_filter_')} {value}" for key, value in text_filter.items() if key != "text_filter"
+    )
+    described = f"{text_filter.get('text_filter')}{', ' + knobs if knobs else ', defaults'}"
+    return {row: TITLES.get(row, row).format(base=base or "best base", text_filter=described) for row in ROWS}
 
 
 def write_outputs(results: dict, meta: dict, out: Path) -> str:

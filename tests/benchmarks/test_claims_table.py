@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import claims_table as ct  # noqa: E402
 
 SEEDS = ("2020", "2021", "2022")
+USER = {"text_filter": "user"}  # the filter row's settings without a chosen file
 
 
 def records(recall: list[float], valid: list[float] | None = None, **others: list[float]) -> dict:
@@ -37,7 +38,7 @@ def test_the_row_list_is_the_issues():
         "alpharec",
     }
     chain = {"llm": "template", "finetune_encoder": "minilm"}
-    tuned = ct.row_run("hnlm-generated-finetuned", "mixgcf", "user", {"llm": "template"}, chain)
+    tuned = ct.row_run("hnlm-generated-finetuned", "mixgcf", USER, {"llm": "template"}, chain)
     assert (tuned.model, tuned.sampler, tuned.uses_chain) == ("LightGCN", "hnlm", True)
     assert tuned.settings == {
         **chain,
@@ -47,19 +48,21 @@ def test_the_row_list_is_the_issues():
         "finetune_seed": ct.CHAIN_SEED,
         "text_filter": "none",
     }
-    assert ct.row_run("filter", "dns_mn", "user", {}, {}).settings == {"text_filter": "user"}
-    assert ct.row_run("filter", "dns_mn", "user", {}, {}).sampler == "dns_mn"
-    rlmrec = ct.row_run("rlmrec", "dns", "user", {}, {})
+    assert ct.row_run("filter", "dns_mn", USER, {}, {}).settings == {"text_filter": "user"}
+    assert ct.row_run("filter", "dns_mn", USER, {}, {}).sampler == "dns_mn"
+    chosen = {"text_filter": "nearest_item", "text_filter_quantile": 0.6}
+    assert ct.row_run("filter", "dns", chosen, {"llm": "template"}, {}).settings == {"llm": "template", **chosen}
+    rlmrec = ct.row_run("rlmrec", "dns", USER, {}, {})
     # The baselines train on uniform negatives, as published, whatever the best base.
     assert (rlmrec.model, rlmrec.sampler, rlmrec.settings["backbone"]) == ("RLMRec", "uniform", "LightGCN")
-    alpharec = ct.row_run("alpharec", "dns", "user", {}, {})
+    alpharec = ct.row_run("alpharec", "dns", USER, {}, {})
     assert (alpharec.model, alpharec.sampler) == ("AlphaRec", "uniform")
-    assert ct.row_run("dns", None, "user", {}, chain).settings == ct.NO_FILTER  # no llm or chain settings
+    assert ct.row_run("dns", None, USER, {}, chain).settings == ct.NO_FILTER  # no llm or chain settings
     for row in ct.ROWS:  # only the filter row filters, whatever text_filter a sampler's chosen settings hold
-        run = ct.row_run(row, "dns", "user", {}, chain)
+        run = ct.row_run(row, "dns", USER, {}, chain)
         assert run.settings["text_filter"] == ("user" if row == "filter" else "none")
     with pytest.raises(ValueError, match="best base"):
-        ct.row_run("rlmrec", None, "user", {}, {})
+        ct.row_run("rlmrec", None, USER, {}, {})
 
 
 def test_the_best_base_is_picked_on_validation_not_test():
@@ -167,14 +170,26 @@ def test_rows_not_run_are_named_with_their_reason():
     table = ct.dataset_table(
         "ml-100k",
         summary,
-        ct.row_titles("dns", "user"),
+        ct.row_titles("dns", USER),
         {"alpharec": "not in --rows (run it with --rows=alpharec)"},
         "dns",
     )
     assert "best base on validation: dns" in table
     assert "| AlphaRec (uniform negatives) | 0 | not run: not in --rows" in table
     assert "| dns | 3 | 0.3600 ± 0.0100 |" in table
-    assert "dns + text filter (user) | 0 | not run: no finished run" in table
+    assert "dns + text filter (user, defaults) | 0 | not run: no finished run" in table
+    chosen = ct.row_titles("dns", {"text_filter": "user", "text_filter_quantile": 0.9})["filter"]
+    assert chosen == "dns + text filter (user, quantile 0.9)"
+
+
+def test_the_filter_row_reads_the_settings_chosen_on_validation(tmp_path, monkeypatch):
+    """A chosen text_filter.yaml wins over --text_filter; without one the row is the mode at its defaults."""
+    monkeypatch.setattr(ct, "properties_file", lambda *parts: tmp_path.joinpath(*parts))
+    assert ct.filter_settings("ml-100k", "user") == USER
+    chosen = tmp_path / "dataset" / "ml-100k" / "text_filter.yaml"
+    chosen.parent.mkdir(parents=True)
+    chosen.write_text("text_filter: nearest_item\ntext_filter_quantile: 0.6\n")
+    assert ct.filter_settings("ml-100k", "user") == {"text_filter": "nearest_item", "text_filter_quantile": 0.6}
 
 
 def test_smoke_arguments():
