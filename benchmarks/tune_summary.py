@@ -13,8 +13,9 @@ as recorded, never compared.
 the command in its header: ``<Model>.yaml`` for a model's own space (RLMRec, AlphaRec; every run of that model on
 that dataset reads it), ``<sampler>.yaml`` for a sampler's (hnlm; read by every run of it there), and
 ``text_filter.yaml`` for the text filter's, which no run reads unless given it (benchmarks/claims_table.py's filter
-row does): a filter chosen on top of one sampler must not move that sampler's other runs. When the best trial of a
-filter search has no filter (``text_filter: none``), the file holds the best trial that filters, and says so.
+row does): a filter chosen on top of one sampler must not move that sampler's other runs. When the best trial
+switches the method off (``text_filter: none``, ``hnlm_mix_weight: 0``), the file holds the best trial with it on
+(the furthest-run, then the best on validation), and says so: that the method is best off is the search's finding.
 """
 
 from __future__ import annotations
@@ -73,23 +74,28 @@ def settings_file(search: dict) -> str:
     return search["neg_sampler"]
 
 
+# Per searched file, the setting that switches the method off and its "off" value: a search may find that the method
+# is best switched off (that is then its finding), but the file (and the claims table's row) keeps the method on.
+SWITCHES = {FILTER_KEY: (FILTER_KEY, "none"), "hnlm": ("hnlm_mix_weight", 0.0)}
+
+
 def chosen(search: dict) -> tuple[dict, str]:
-    """The settings to write and a note on how they were chosen: the best trial on validation, or for a filter
-    search whose best trial does not filter, the best trial that does."""
+    """The settings to write and a note on how they were chosen: the best trial on validation or, where that trial
+    switches the method off (``SWITCHES``), the best trial with it on: of those, the one that ran furthest (ASHA stops
+    the weaker early), then the best validation score."""
     best = dict(search["best_config"])
-    if settings_file(search) != FILTER_KEY or best.get(FILTER_KEY) != "none":
+    switch = SWITCHES.get(settings_file(search))
+    if switch is None or best.get(switch[0]) != switch[1]:
         return best, "the best trial on validation"
-    filtering = [
-        trial
-        for trial in search["trials"]
-        if trial["status"] == "finished" and trial["config"].get(FILTER_KEY) != "none"
-    ]
-    if not filtering:
-        return best, "the best trial on validation, which does not filter; no trial with a filter finished"
-    top = max(filtering, key=lambda trial: trial["valid_score"])
+    key, off = switch
+    on = [trial for trial in search["trials"] if trial["config"].get(key) != off and trial.get("valid_score")]
+    if not on:
+        return best, f"the best trial on validation, which has {key} {off}; no trial with the method on ran"
+    top = max(on, key=lambda trial: (trial.get("validations") or 0, trial["valid_score"]))
     return dict(top["config"]), (
-        f"the best trial that filters (valid {top['valid_score']:.4f}); the best trial overall does not filter "
-        f"(valid {search['best_valid_score']:.4f})"
+        f"the best trial with {key} other than {off} ({top['status']} after {top.get('validations')} validations, "
+        f"valid {top['valid_score']:.4f}); the best trial overall has {key} {off} (valid "
+        f"{search['best_valid_score']:.4f})"
     )
 
 

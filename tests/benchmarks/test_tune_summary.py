@@ -14,7 +14,8 @@ import tune_summary as ts  # noqa: E402
 
 
 def trial(valid: float | None, status: str = "finished", **config) -> dict:
-    return {"config": config, "status": status, "valid_score": valid, "validations": 60, "checkpoint": "/x/y.pth"}
+    validations = 60 if status == "finished" else 30
+    return {"config": config, "status": status, "valid_score": valid, "validations": validations, "checkpoint": "/x"}
 
 
 def search(model: str, sampler: str, space: dict, trials: list[dict], **extra) -> dict:
@@ -52,21 +53,28 @@ def test_a_filter_search_won_by_no_filter_keeps_the_best_trial_that_filters():
     trials = [
         trial(0.35, text_filter="none", text_filter_quantile=0.7),
         trial(0.33, text_filter="user", text_filter_quantile=0.9),
-        trial(0.34, status="stopped early", text_filter="user", text_filter_quantile=0.6),  # stopped: not chosen
+        trial(0.34, status="stopped early", text_filter="user", text_filter_quantile=0.6),  # ran less: not chosen
         trial(0.30, text_filter="user", text_filter_quantile=0.5),
     ]
     found = search("LightGCN", "mixgcf", FILTER_SPACE, trials)
     settings, how = ts.chosen(found)
     assert settings == {"text_filter": "user", "text_filter_quantile": 0.9}
-    assert "does not filter (valid 0.3500)" in how
+    assert "the best trial overall has text_filter none (valid 0.3500)" in how
     assert ts.settings_file(found) == "text_filter"
 
 
 def test_other_searches_choose_their_best_trial_and_name_their_file():
-    hnlm = search(
-        "LightGCN", "hnlm", {"hnlm_mix_weight": {}}, [trial(0.3, hnlm_mix_weight=0.1), trial(0.4, hnlm_mix_weight=0.0)]
-    )
-    assert ts.chosen(hnlm)[0] == {"hnlm_mix_weight": 0.0} and ts.settings_file(hnlm) == "hnlm"
+    hnlm_trials = [
+        trial(0.4, hnlm_mix_weight=0.0),  # the best: no semantic negative
+        trial(0.33, status="stopped early", hnlm_mix_weight=0.05),
+        trial(0.31, status="stopped early", hnlm_mix_weight=0.1),
+    ]
+    hnlm = search("LightGCN", "hnlm", {"hnlm_mix_weight": {}}, hnlm_trials)
+    assert ts.settings_file(hnlm) == "hnlm"
+    settings, how = ts.chosen(hnlm)  # no trial with the method on finished: the best of those that ran furthest
+    assert settings == {"hnlm_mix_weight": 0.05} and "stopped early after 30 validations" in how
+    dns = search("LightGCN", "dns", {"candidate_num": {}}, [trial(0.3, candidate_num=8), trial(0.2, candidate_num=4)])
+    assert ts.chosen(dns) == ({"candidate_num": 8}, "the best trial on validation")
     alpharec = search("AlphaRec", "uniform", {"n_layers": {}}, [trial(0.3, n_layers=2)])
     assert ts.settings_file(alpharec) == "AlphaRec"
 
