@@ -25,6 +25,7 @@ from recbole_hnlm.compat import ray_trial_gpu_id
 from recbole_hnlm.config import HNLMConfig
 from recbole_hnlm.errors import ClusterUnreachableError, ConfigurationError
 from recbole_hnlm.io import write_json_atomic
+from recbole_hnlm.llm.settings import llm_defaults
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.ray_cluster import check_ray_address
 from recbole_hnlm.tuning.space import SearchSpace, resolve_space_file
@@ -74,9 +75,12 @@ def trial_base(
     """What every trial starts from: the model, dataset, config files and the user's ``--key=value`` list, with the
     ``TRIAL_PATHS`` resolved from the driver's working directory (``base_config``'s values) and dropped from the list.
     """
-    paths = {"data_path": str(Path(base_config["raw_data_path"]).resolve())}
-    if base_config["llm_cache_dir"]:
-        paths["llm_cache_dir"] = str(Path(base_config["llm_cache_dir"]).resolve())
+    # A run that does not use the LLM side has no llm_cache_dir, but a trial may switch it on (text_filter: user).
+    cache_dir = base_config["llm_cache_dir"] or llm_defaults()["llm_cache_dir"]
+    paths = {
+        "data_path": str(Path(base_config["raw_data_path"]).resolve()),
+        "llm_cache_dir": str(Path(cache_dir).resolve()),
+    }
     return {
         "model": model,  # as given: HNLMConfig turns --model=LightGCN --neg_sampler=hnlm into HNLMRec around it
         "dataset": dataset,

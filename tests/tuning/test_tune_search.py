@@ -76,6 +76,15 @@ def test_trials_get_the_data_and_the_llm_cache_as_absolute_paths(tmp_path, monke
     trial = HNLMConfig("BPR", "ml-100k", config_dict=base["config_dict"], cmd_args=base["cmd_args"])
     monkeypatch.chdir(tmp_path.parent)
     assert trial["llm_cache_dir"] == str(tmp_path / "shared-cache") and trial["epochs"] == 2
+    # Without the LLM side the search's own config has no llm_cache_dir; a trial that filters by text opens the default.
+    monkeypatch.chdir(tmp_path)
+    plain = HNLMConfig("BPR", "ml-100k", config_dict={"state": "ERROR"}, cmd_args=["--neg_sampler=dns"])
+    assert plain["llm_cache_dir"] is None
+    base = trial_base("BPR", "ml-100k", plain, [], ["--neg_sampler=dns"], threads=1)
+    filtering = HNLMConfig(
+        "BPR", "ml-100k", config_dict={**base["config_dict"], "text_filter": "user"}, cmd_args=base["cmd_args"]
+    )
+    assert filtering["llm_cache_dir"] == str(tmp_path / "cache")
 
 
 def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, monkeypatch, capsys):
