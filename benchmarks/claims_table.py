@@ -516,8 +516,12 @@ def run_dataset(dataset: str, args, settings: dict, llm: dict, chain: dict) -> d
 
 def row_titles(base: str | None, text_filter: dict) -> dict[str, str]:
     """Each row's label in the table, with the dataset's best base and the filter's settings filled in."""
+    shown = {key: value for key, value in text_filter.items() if key != "text_filter"}
+    if shown.get("text_filter_mode") == "drop":
+        shown.pop("text_filter_weight", None)  # the down-weighting share: unused where flagged candidates are dropped
     knobs = ", ".join(
-        f"{key.removeprefix('text_filter_')} {value}" for key, value in text_filter.items() if key != "text_filter"
+        f"{key.removeprefix('text_filter_')} {f'{value:.2f}' if isinstance(value, float) else value}"
+        for key, value in shown.items()
     )
     described = f"{text_filter.get('text_filter')}{', ' + knobs if knobs else ', defaults'}"
     return {row: TITLES.get(row, row).format(base=base or "best base", text_filter=described) for row in ROWS}

@@ -178,8 +178,10 @@ def test_rows_not_run_are_named_with_their_reason():
     assert "| AlphaRec (uniform negatives) | 0 | not run: not in --rows" in table
     assert "| dns | 3 | 0.3600 ± 0.0100 |" in table
     assert "dns + text filter (user, defaults) | 0 | not run: no finished run" in table
-    chosen = ct.row_titles("dns", {"text_filter": "user", "text_filter_quantile": 0.9})["filter"]
-    assert chosen == "dns + text filter (user, quantile 0.9)"
+    chosen = ct.row_titles("dns", {"text_filter": "user", "text_filter_quantile": 0.9423, "text_filter_weight": 0.6})
+    assert chosen["filter"] == "dns + text filter (user, quantile 0.94, weight 0.60)"
+    dropping = {"text_filter": "user", "text_filter_mode": "drop", "text_filter_weight": 0.6}
+    assert ct.row_titles("dns", dropping)["filter"] == "dns + text filter (user, mode drop)"
 
 
 def test_the_filter_row_reads_the_settings_chosen_on_validation(tmp_path, monkeypatch):
