@@ -16,6 +16,8 @@ that dataset reads it), ``<sampler>.yaml`` for a sampler's (hnlm; read by every 
 row does): a filter chosen on top of one sampler must not move that sampler's other runs. When the best trial
 switches the method off (``text_filter: none``, ``hnlm_mix_weight: 0``), the file holds the best trial with it on
 (the furthest-run, then the best on validation), and says so: that the method is best off is the search's finding.
+``--not_applied "<why>"`` records a search whose choice is not used (e.g. the defaults score higher on validation
+than every trial) and writes no file.
 """
 
 from __future__ import annotations
@@ -138,10 +140,13 @@ def section(search: dict) -> str:
         cells += [trial["status"], str(trial.get("validations")), f"{score:.4f}" if score is not None else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     test = search.get("test_result") or {}
+    choice = f"Chosen ({how}): `{json.dumps(settings)}`."
+    if search.get("not_applied"):
+        choice = f"Best trial ({how}): `{json.dumps(settings)}`; **not applied**: {search['not_applied']}."
     lines += [
         "",
-        f"Chosen ({how}): `{json.dumps(settings)}`. The best trial's test {search['metric']}: "
-        f"{test.get(search['metric'], float('nan')):.4f} (recorded, never compared).",
+        f"{choice} The best trial's test {search['metric']}: {test.get(search['metric'], float('nan')):.4f} "
+        "(recorded, never compared).",
         "",
     ]
     return "\n".join(lines)
@@ -169,12 +174,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("searches", nargs="+", type=Path, help="best.json files of finished searches")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "tune-claims")
     parser.add_argument("--write_properties", action="store_true", help="write the chosen settings to properties/")
+    parser.add_argument(
+        "--not_applied",
+        default=None,
+        help="why the searches' choice is not used (e.g. the defaults score higher on validation); nothing is written",
+    )
     args = parser.parse_args(argv)
     for file in args.searches:
         search = json.loads(file.read_text())
         name = search["search"]["name"]
+        if args.not_applied:
+            search["not_applied"] = args.not_applied
         write_json_atomic(args.out / "searches" / f"{name}.json", without_paths(search))
-        if args.write_properties:
+        if args.write_properties and not args.not_applied:
             target = properties_file("dataset", search["dataset"], f"{settings_file(search)}.yaml")
             target.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(target, properties_text(search))

@@ -96,3 +96,14 @@ def test_the_command_and_the_properties_file(tmp_path, monkeypatch):
     assert copy["space_file"] == "results/tune-claims/hnlm.yaml"
     page = (tmp_path / "out" / "searches.md").read_text()
     assert "| **0.2** | finished | 60 | 0.3000 |" in page
+
+
+def test_a_search_not_applied_writes_no_file_and_says_why(tmp_path, monkeypatch):
+    found = search("AlphaRec", "uniform", {"n_layers": {}}, [trial(0.29, n_layers=3)])
+    monkeypatch.setattr(ts, "properties_file", lambda *parts: tmp_path.joinpath(*parts))
+    best_file = tmp_path / "best.json"
+    best_file.write_text(json.dumps(found))
+    why = "the published settings score 0.349 on validation"
+    ts.main([str(best_file), "--out", str(tmp_path / "out"), "--write_properties", "--not_applied", why])
+    assert not (tmp_path / "dataset").exists()
+    assert f"**not applied**: {why}." in (tmp_path / "out" / "searches.md").read_text()
