@@ -37,20 +37,20 @@ def dins_negative_weights(queries: torch.Tensor, difference: torch.Tensor, alpha
 
     ``difference`` is ``hard - positive``, which the mixup reuses: n = p + w (h - p).
     """
-    return torch.sigmoid(queries * difference - math.log(alpha))
+    return (queries * difference).sub_(math.log(alpha)).sigmoid_()  # one new array, then in place
 
 
 class _DinsMixup(torch.autograd.Function):
-    """n = p + w (h - p), w = sigmoid(q (h - p) - shift), with its gradients written out.
+    """n = p + w (h - p), w = sigmoid(q (h - p) - ln alpha) (``dins_negative_weights``), with its gradients written out.
 
     With d = h - p and s = w (1 - w): dn/dh = w + s q d, dn/dp = 1 - dn/dh and dn/dq = s d^2 (summed over the
     dimensions ``q`` was broadcast along, e.g. the layers of a pooled query).
     """
 
     @staticmethod
-    def forward(ctx, queries, positive, hard, shift: float):
+    def forward(ctx, queries, positive, hard, alpha: float):
         difference = hard - positive
-        weights = (queries * difference).sub_(shift).sigmoid_()
+        weights = dins_negative_weights(queries, difference, alpha)
         ctx.save_for_backward(queries, difference, weights)
         return torch.addcmul(positive, weights, difference)
 
@@ -70,7 +70,7 @@ def dins_mixup(queries: torch.Tensor, positive: torch.Tensor, hard: torch.Tensor
 
     ``queries`` broadcasts against the per-layer ``positive`` and ``hard`` (rows, layers, dim), e.g. (rows, 1, dim).
     """
-    return _DinsMixup.apply(queries, positive, hard, math.log(alpha))
+    return _DinsMixup.apply(queries, positive, hard, alpha)
 
 
 class DimensionIndependentMixupSampler(MixingSampler):
