@@ -12,6 +12,9 @@ An adapter exposes, for one model class:
   (MixGCF's f_Q(u, l)): the pooled user for mean and sum pooling, the user's own layer for concat pooling.
 - ``pairwise_loss(interaction, user_e, pos_e, neg_e)``: the model's own training loss, its ranking loss,
   regularisation and auxiliary terms (SGL's contrastive loss), for per-layer embeddings of a batch.
+- ``item_negative_loss(interaction, user_layers, item_layers, negative_ids, ...)``: the same loss for negatives given
+  as item ids, optionally with a constant vector mixed into each (``NegativeMix``, HNLMRec's semantic negative); an
+  adapter may compute it more cheaply than by gathering every layer (LightGCN's does).
 
 This module also holds what every scorer of candidates shares: ``scoring_mode`` (the one eval-mode, no-gradient
 switch), ``rows_of`` (the one gather) and ``candidate_scores`` (the one way to score candidate ids on embeddings).
@@ -35,6 +38,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -50,6 +54,27 @@ _POOLINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sum": lambda layers: layers.sum(dim=-2),
     "concat": lambda layers: layers.flatten(start_dim=-2),
 }
+
+
+def spread_over_layers(pooled: torch.Tensor, n_layers: int, pooling: str) -> torch.Tensor:
+    """Per-layer embeddings ``(..., n_layers, dim)`` that ``pooling`` turns back into ``pooled`` (a view for mean)."""
+    if pooling == "concat":
+        return pooled.unflatten(-1, (n_layers, -1))
+    layers = pooled.unsqueeze(-2).expand(*pooled.shape[:-1], n_layers, pooled.shape[-1])
+    return layers / n_layers if pooling == "sum" else layers
+
+
+@dataclass(frozen=True)
+class NegativeMix:
+    """A constant vector mixed into each row's negative, ``(1 - weight) * negative + weight * vector`` on every layer.
+
+    ``vectors`` (rows, scoring dim) are in the pooled scoring space and spread over the layers
+    (``spread_over_layers``), so the mixed negative pools to the same mix of the pooled vectors; ``weights`` (rows,)
+    may be 0 for rows that have no vector. Neither carries gradients.
+    """
+
+    vectors: torch.Tensor
+    weights: torch.Tensor
 
 
 # Off the CPU, candidates are scored this many embedding values at a time (16 MiB of float32): the gathered
@@ -281,6 +306,11 @@ class ModelAdapter(ABC):
         query = self.pool(user_layers).unsqueeze(-2)
         return query.expand_as(user_layers) if expand else query
 
+    def mix_layers(self, negative_layers: torch.Tensor, mix: NegativeMix) -> torch.Tensor:
+        """``negative_layers`` (rows, n_layers, dim) with ``mix`` mixed into every layer, in one fused operation."""
+        spread = spread_over_layers(mix.vectors, negative_layers.shape[-2], self.pooling)
+        return torch.lerp(negative_layers, spread, mix.weights.reshape(-1, 1, 1))
+
     def candidate_layer_scores(
         self, user_e: torch.Tensor, item_layers: torch.Tensor, candidate_ids: torch.Tensor
     ) -> torch.Tensor:
@@ -316,8 +346,10 @@ class ModelAdapter(ABC):
         item_layers: torch.Tensor,
         negative_ids: torch.Tensor,
         item_table: torch.Tensor | None = None,
+        mix: NegativeMix | None = None,
     ) -> torch.Tensor:
-        """The model's training loss with ``negative_ids`` (rows,) as the negatives, on one propagation's layers.
+        """The model's training loss with ``negative_ids`` (rows,) as the negatives, on one propagation's layers,
+        with ``mix`` (when given) mixed into each negative on every layer (``mix_layers``).
 
         By default the batch's rows are gathered per layer for ``pairwise_loss``; an adapter may compute its model's
         own loss more cheaply, as long as it stays the same loss. ``item_table``, ``pool(item_layers)`` with
@@ -326,7 +358,8 @@ class ModelAdapter(ABC):
         model = self.model
         user_e = rows_of(user_layers, interaction[model.USER_ID])
         pos_e = rows_of(item_layers, interaction[model.ITEM_ID])
-        return self.pairwise_loss(interaction, user_e, pos_e, rows_of(item_layers, negative_ids))
+        neg_e = rows_of(item_layers, negative_ids)
+        return self.pairwise_loss(interaction, user_e, pos_e, neg_e if mix is None else self.mix_layers(neg_e, mix))
 
     def invalidate_cached_embeddings(self) -> None:
         """Drop the model's cached evaluation embeddings, as every RecBole graph model's calculate_loss does."""
@@ -434,17 +467,28 @@ class LightGCNAdapter(LinearGraphAdapter):
         item_layers: torch.Tensor,
         negative_ids: torch.Tensor,
         item_table: torch.Tensor | None = None,
+        mix: NegativeMix | None = None,
     ) -> torch.Tensor:
-        """LightGCN.calculate_loss on the given layers: pooled tables, then the batch's rows (not every layer's)."""
+        """LightGCN.calculate_loss on the given layers: pooled tables, then the batch's rows (not every layer's).
+
+        Pooling and scores are linear, so a ``mix`` is mixed into the negative's score and, for the regularisation,
+        into its ego embedding (layer 0 of the spread vector): the per-layer default's value without gathering every
+        layer."""
         model = self.model
         self.invalidate_cached_embeddings()
         users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
         item_table = self.pool(item_layers) if item_table is None else item_table
         user = rows_of(self.pool(user_layers), users)
         scores = (user.unsqueeze(1) * rows_of(item_table, torch.stack([positives, negative_ids], dim=1))).sum(dim=-1)
-        ego = (model.user_embedding(users), model.item_embedding(positives), model.item_embedding(negative_ids))
+        positive_scores, negative_scores = scores[:, 0], scores[:, 1]
+        negative_ego = model.item_embedding(negative_ids)
+        if mix is not None:  # scores are linear in the negative: the mixed negative's score is the mix of scores
+            negative_scores = torch.lerp(negative_scores, (user * mix.vectors).sum(dim=-1), mix.weights)
+            layer_zero = spread_over_layers(mix.vectors, item_layers.shape[-2], self.pooling)[:, 0]
+            negative_ego = torch.lerp(negative_ego, layer_zero, mix.weights.unsqueeze(-1))
+        ego = (model.user_embedding(users), model.item_embedding(positives), negative_ego)
         penalty = model.reg_loss(*ego, require_pow=model.require_pow)
-        return self.ranking_loss(scores[:, 0], scores[:, 1]) + model.reg_weight * penalty
+        return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
 
 
 @register_adapter("SGL")

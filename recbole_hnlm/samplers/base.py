@@ -318,13 +318,21 @@ class ModelScoredSampler(CandidatePoolSampler):
         return adapter.item_negative_loss(interaction, user_layers, item_layers, negatives, item_table)
 
     def pick_in_loss(
-        self, adapter: ModelAdapter, interaction: Interaction, user_layers: torch.Tensor, item_table: torch.Tensor
+        self,
+        adapter: ModelAdapter,
+        interaction: Interaction,
+        user_layers: torch.Tensor,
+        item_table: torch.Tensor,
+        user_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Each row's picked candidate id (rows,), scored on pooled embeddings: the batch's users, ``item_table``."""
+        """Each row's picked candidate id (rows,), scored on pooled embeddings: the batch's users, ``item_table``.
+
+        ``user_rows``, the batch users' pooled embeddings without gradients, spares pooling them again where the
+        caller has them."""
         candidates = interaction[self.candidates_field]
         user_ids = interaction[self.uid_field]
         with torch.no_grad():
-            users = adapter.pool(rows_of(user_layers, user_ids))
+            users = adapter.pool(rows_of(user_layers, user_ids)) if user_rows is None else user_rows
             users, items = self.scoring_vectors(users, item_table)
             scores = candidate_scores(users, items, candidates)
             positive = None

@@ -130,9 +130,9 @@ def test_the_base_samplers_own_code_makes_the_sampled_negative(hnlm_cache_dir, b
             table = model.adapter.pool(item_layers)
             own.rng = copy.deepcopy(sampler.base.rng)
             picks = own.pick_in_loss(model.adapter, batch, user_layers, table)
-            negatives = model.sampled_negatives(sampler.base, batch, model.adapter.propagation(), table)
-            candidates = batch[own.candidates_field]
             users = model.adapter.pool(user_layers[batch[model.USER_ID]])
+            negatives = model.sampled_negatives(sampler.base, batch, user_layers, table, users)
+            candidates = batch[own.candidates_field]
             best = candidates.gather(1, (users.unsqueeze(1) * table[candidates]).sum(-1).topk(own.top_n).indices)
         assert torch.equal(negatives, picks)
         assert (best == picks.unsqueeze(1)).any(dim=1).all()

@@ -15,9 +15,9 @@ from recbole_hnlm.hnlm.model import (
     SEMANTIC_IDS_FIELD,
     SEMANTIC_VECTORS_FIELD,
     HNLMRec,
-    spread_over_layers,
 )
 from recbole_hnlm.model import MODEL_ZOO, get_model
+from recbole_hnlm.model.adapters import ModelAdapter, spread_over_layers
 from recbole_hnlm.quick_start import load_data_and_model, prepare_run_data, run
 from recbole_hnlm.trainer import create_trainer
 
@@ -61,6 +61,13 @@ def fresh_config(lightgcn_data):
     yield config, train_data
     config.final_config_dict.clear()
     config.final_config_dict.update(saved)
+
+
+def in_float64(model: HNLMRec) -> HNLMRec:
+    """``model`` in float64, its backbone's graph too (a plain attribute, which ``double()`` leaves alone)."""
+    model = model.double()
+    model.backbone.norm_adj_matrix = model.backbone.norm_adj_matrix.double()
+    return model
 
 
 def first_batch(train_data) -> Interaction:
@@ -153,6 +160,74 @@ def test_alignment_is_the_symmetric_info_nce_of_projected_profiles_and_cf_embedd
     targets = torch.arange(len(items))
     expected = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
     torch.testing.assert_close(model.alignment_loss(table, positives), expected)
+
+
+@pytest.mark.parametrize("temperature", [0.2, 0.05, 0.01])
+def test_alignment_value_and_gradient_match_the_two_cross_entropies(fresh_config, temperature):
+    """Above temperature 0.025 the term shares one table of exponentials (a hand-written backward); below, two
+    log-sum-exps: both give the cross-entropies' value and the projector the same gradient, in float64."""
+    config, train_data = fresh_config
+    model = in_float64(build(config, train_data, hnlm_temperature=temperature))
+    batch = first_batch(train_data)
+    with torch.no_grad():
+        table = model.adapter.pool(model.adapter.propagate()[1])
+    positives = batch[model.ITEM_ID][:300]
+    items = torch.unique(positives)
+    weight = model.projector.layers.weight
+    # Train-like spread: the projected profiles correlated with the CF table, so some logits reach near +-1/T.
+    with torch.no_grad():
+        weight.add_(torch.randn_like(weight) * 0.1)
+    actual = model.alignment_loss(table, positives)
+    actual_gradient = torch.autograd.grad(actual, weight)[0]
+    cf = F.normalize(table[items], dim=-1)
+    text = F.normalize(model.projector(model.item_profile_vectors[items]), dim=-1)
+    logits = text @ cf.T / temperature
+    targets = torch.arange(len(items))
+    expected = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(actual_gradient, torch.autograd.grad(expected, weight)[0])
+    assert actual_gradient.abs().sum() > 0
+
+
+@pytest.mark.parametrize("base", ["dns", "uniform"])
+def test_id_base_mixed_loss_equals_the_per_layer_mix(fresh_config, base):
+    """An id base's negative mixed on pooled tables (LightGCN's item_negative_loss) is the per-layer mix: the same
+    loss and the same gradients of every embedding and of the projector."""
+    config, train_data = fresh_config
+    # A heavy regularisation weight, so that the mixed negative's layer-0 (ego) part weighs in the comparison.
+    model = in_float64(build(config, train_data, hnlm_base_negative=base, hnlm_mix_weight=0.3, reg_weight=0.5))
+    batch = first_batch(train_data)
+    sampler = train_data.negative_sampler.base if base == "dns" else None
+    parameters = [
+        model.backbone.user_embedding.weight,
+        model.backbone.item_embedding.weight,
+        *model.projector.parameters(),
+    ]
+    init_seed(5, True)  # the alignment term's random subset of items, the same in both
+    actual = model.mixed_loss(sampler, batch)
+    actual_gradients = torch.autograd.grad(actual, parameters)
+
+    adapter = model.adapter
+    user_layers, item_layers = adapter.propagate()
+    users, positives = batch[model.USER_ID], batch[model.ITEM_ID]
+    with torch.no_grad():
+        user_scoring, item_scoring = adapter.pool(user_layers[users]), adapter.pool(item_layers)
+    negatives = batch[model.NEG_ITEM_ID]
+    if sampler is not None:
+        negatives = sampler.pick_in_loss(adapter, batch, user_layers, item_scoring)
+    neg_e = model.mix_semantic(batch, user_scoring, item_scoring, item_layers[negatives])
+    init_seed(5, True)
+    expected = adapter.pairwise_loss(batch, user_layers[users], item_layers[positives], neg_e)
+    expected = expected + model.align_weight * model.alignment_loss(item_scoring, positives)
+    torch.testing.assert_close(actual, expected)
+    for got, want in zip(actual_gradients, torch.autograd.grad(expected, parameters), strict=True):
+        torch.testing.assert_close(got, want)
+    # The mix changed the loss: without it the loss is the backbone's own on the same negatives.
+    assert not torch.isclose(
+        actual,
+        ModelAdapter.item_negative_loss(adapter, batch, user_layers, item_layers, negatives)
+        + model.align_weight * model.alignment_loss(item_scoring, positives),
+    )
 
 
 def test_llm_vectors_reach_the_loss_and_the_projector_gets_gradients(fresh_config):
