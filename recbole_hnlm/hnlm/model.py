@@ -151,10 +151,7 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
         with torch.no_grad():
             user_scoring = self.adapter.pool(rows_of(user_layers, users))
         negatives = self.sampled_negatives(base, interaction, user_layers, item_scoring, user_scoring)
-        mix = None
-        if self.mix_weight > 0:
-            sampled_norms = rows_of(item_scoring, negatives).norm(dim=-1, keepdim=True)
-            mix = self.semantic_mix(interaction, user_scoring, item_scoring, sampled_norms)
+        mix = self.semantic_mix(interaction, user_scoring, item_scoring) if self.mix_weight > 0 else None
         loss = self.adapter.item_negative_loss(interaction, user_layers, item_layers, negatives, item_table, mix)
         return self._with_alignment(loss, item_scoring, positives)
 
@@ -175,18 +172,16 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
 
     def _synthesized_negative_loss(self, base: MixingSampler, interaction) -> torch.Tensor:
         """``mixed_loss`` for a mixing base: its hardest candidate per layer (``hardest_layers``), synthesized with
-        the positive as the base does (``synthesize``), then the semantic vector mixed into every layer."""
+        the positive as the base does (``synthesize``, in the adapter's ``synthesized_negative_loss``), with the
+        semantic vector mixed into every layer."""
         propagation = self.adapter.propagation()
         users, positives = interaction[self.USER_ID], interaction[self.ITEM_ID]
         with torch.no_grad():
             user_scoring = self.adapter.pool(rows_of(propagation.users, users))
             item_scoring = self.adapter.pool(propagation.items)
-        negatives = base.hardest_layers(self.adapter, interaction, propagation)
-        user_e, pos_e, neg_e = propagation.rows(users, positives, negatives)
-        neg_e = base.synthesize(self.adapter, user_e, pos_e, neg_e)
-        if self.mix_weight > 0:
-            neg_e = self.mix_semantic(interaction, user_scoring, item_scoring, neg_e)
-        loss = self.adapter.pairwise_loss(interaction, user_e, pos_e, neg_e)
+        hardest = base.hardest_layers(self.adapter, interaction, propagation)
+        mix = self.semantic_mix(interaction, user_scoring, item_scoring) if self.mix_weight > 0 else None
+        loss = self.adapter.synthesized_negative_loss(interaction, propagation, hardest, base.synthesize, mix)
         return self._with_alignment(loss, item_scoring, positives)
 
     def _with_alignment(self, loss: torch.Tensor, item_scoring: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -220,23 +215,17 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
                 has_semantic = has_semantic | has_vector
             return F.normalize(projected, dim=-1), has_semantic
 
-    def semantic_mix(
-        self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor, sampled_norms: torch.Tensor
-    ) -> NegativeMix:
-        """Each row's projected semantic negative, rescaled to the norm of its sampled negative (``sampled_norms``,
-        rows x 1, pooled), as the ``NegativeMix`` with weight ``w`` (0 on rows without a semantic negative)."""
+    def semantic_mix(self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor) -> NegativeMix:
+        """Each row's projected semantic negative as the ``NegativeMix`` of weight ``w`` (0 on rows without one): its
+        direction, mixed in at the norm of the row's sampled negative, since the alignment fixes only the direction."""
         direction, has_semantic = self.semantic_directions(interaction, user_scoring, item_scoring)
-        return NegativeMix(direction * sampled_norms, self.mix_weight * has_semantic.to(direction.dtype))
+        return NegativeMix(direction, self.mix_weight * has_semantic.to(direction.dtype))
 
     def mix_semantic(
         self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor, sampled_e: torch.Tensor
     ) -> torch.Tensor:
         """``(1 - w) * sampled + w * projected semantic`` per layer; ``w`` is 0 on rows without a semantic negative."""
-        with torch.no_grad():
-            sampled_norms = self.adapter.pool(sampled_e).norm(dim=-1, keepdim=True)
-        return self.adapter.mix_layers(
-            sampled_e, self.semantic_mix(interaction, user_scoring, item_scoring, sampled_norms)
-        )
+        return self.adapter.mix_layers(sampled_e, self.semantic_mix(interaction, user_scoring, item_scoring))
 
     def alignment_loss(self, item_scoring: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE between projected profiles and pooled CF embeddings of the batch's distinct positives.

@@ -68,13 +68,18 @@ def spread_over_layers(pooled: torch.Tensor, n_layers: int, pooling: str) -> tor
 class NegativeMix:
     """A constant vector mixed into each row's negative, ``(1 - weight) * negative + weight * vector`` on every layer.
 
-    ``vectors`` (rows, scoring dim) are in the pooled scoring space and spread over the layers
-    (``spread_over_layers``), so the mixed negative pools to the same mix of the pooled vectors; ``weights`` (rows,)
-    may be 0 for rows that have no vector. Neither carries gradients.
+    The vector is the row's unit ``directions`` (rows, scoring dim) scaled to the norm of the row's pooled negative
+    (taken without gradients), in the pooled scoring space, and spread over the layers (``spread_over_layers``), so
+    that the mixed negative pools to the same mix of the pooled negative and the vector. ``weights`` (rows,) may be 0
+    for rows that have no vector. Neither carries gradients.
     """
 
-    vectors: torch.Tensor
+    directions: torch.Tensor
     weights: torch.Tensor
+
+    def vectors(self, pooled_negatives: torch.Tensor) -> torch.Tensor:
+        """The vectors mixed in, for the rows' pooled negatives (rows, scoring dim)."""
+        return self.directions * pooled_negatives.detach().norm(dim=-1, keepdim=True)
 
 
 # Off the CPU, candidates are scored this many embedding values at a time (16 MiB of float32): the gathered
@@ -308,7 +313,8 @@ class ModelAdapter(ABC):
 
     def mix_layers(self, negative_layers: torch.Tensor, mix: NegativeMix) -> torch.Tensor:
         """``negative_layers`` (rows, n_layers, dim) with ``mix`` mixed into every layer, in one fused operation."""
-        spread = spread_over_layers(mix.vectors, negative_layers.shape[-2], self.pooling)
+        vectors = mix.vectors(self.pool(negative_layers.detach()))
+        spread = spread_over_layers(vectors, negative_layers.shape[-2], self.pooling)
         return torch.lerp(negative_layers, spread, mix.weights.reshape(-1, 1, 1))
 
     def candidate_layer_scores(
@@ -360,6 +366,30 @@ class ModelAdapter(ABC):
         pos_e = rows_of(item_layers, interaction[model.ITEM_ID])
         neg_e = rows_of(item_layers, negative_ids)
         return self.pairwise_loss(interaction, user_e, pos_e, neg_e if mix is None else self.mix_layers(neg_e, mix))
+
+    def synthesized_negative_loss(
+        self,
+        interaction: Interaction,
+        propagation: Propagation,
+        hardest_ids: torch.Tensor,
+        synthesize: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        mix: NegativeMix | None = None,
+    ) -> torch.Tensor:
+        """The model's training loss with each row's negative synthesized per layer (MixGCF, DINS).
+
+        ``synthesize(queries, pos_e, hard_e)`` makes the negative's layers from the rows' ``layer_queries`` (with
+        gradients) and the layers of the positive and of each layer's hardest candidate (``hardest_ids``, rows x
+        layers); ``mix``, when given, is then mixed into every layer (``mix_layers``). By default the batch's rows are
+        gathered per layer in one go (``Propagation.rows``) for ``pairwise_loss``; an adapter may compute the same
+        loss more cheaply.
+        """
+        model = self.model
+        users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
+        user_e, pos_e, hard_e = propagation.rows(users, positives, hardest_ids)
+        neg_e = synthesize(self.layer_queries(user_e, expand=False), pos_e, hard_e)
+        if mix is not None:
+            neg_e = self.mix_layers(neg_e, mix)
+        return self.pairwise_loss(interaction, user_e, pos_e, neg_e)
 
     def invalidate_cached_embeddings(self) -> None:
         """Drop the model's cached evaluation embeddings, as every RecBole graph model's calculate_loss does."""
@@ -483,10 +513,36 @@ class LightGCNAdapter(LinearGraphAdapter):
         positive_scores, negative_scores = scores[:, 0], scores[:, 1]
         negative_ego = model.item_embedding(negative_ids)
         if mix is not None:  # scores are linear in the negative: the mixed negative's score is the mix of scores
-            negative_scores = torch.lerp(negative_scores, (user * mix.vectors).sum(dim=-1), mix.weights)
-            layer_zero = spread_over_layers(mix.vectors, item_layers.shape[-2], self.pooling)[:, 0]
+            vectors = mix.vectors(rows_of(item_table, negative_ids))
+            negative_scores = torch.lerp(negative_scores, (user * vectors).sum(dim=-1), mix.weights)
+            layer_zero = spread_over_layers(vectors, item_layers.shape[-2], self.pooling)[:, 0]
             negative_ego = torch.lerp(negative_ego, layer_zero, mix.weights.unsqueeze(-1))
         ego = (model.user_embedding(users), model.item_embedding(positives), negative_ego)
+        penalty = model.reg_loss(*ego, require_pow=model.require_pow)
+        return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
+
+    def synthesized_negative_loss(
+        self,
+        interaction: Interaction,
+        propagation: Propagation,
+        hardest_ids: torch.Tensor,
+        synthesize: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        mix: NegativeMix | None = None,
+    ) -> torch.Tensor:
+        """The default's loss with the user pooled once (the layer query and the score share it) and the user's and
+        positive's regularisation read from their ego embeddings (layer 0 of the propagation is the ego table): the
+        same loss, without a second pooling and without the gradients of layer-0 slices of the gathered rows."""
+        model = self.model
+        self.invalidate_cached_embeddings()
+        users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
+        user_e, pos_e, hard_e = propagation.rows(users, positives, hardest_ids)
+        user = self.pool(user_e)
+        neg_e = synthesize(user.unsqueeze(-2), pos_e, hard_e)  # layer_queries(user_e, expand=False) for mean pooling
+        if mix is not None:
+            neg_e = self.mix_layers(neg_e, mix)
+        positive_scores = (user * self.pool(pos_e)).sum(dim=-1)
+        negative_scores = (user * self.pool(neg_e)).sum(dim=-1)
+        ego = (model.user_embedding(users), model.item_embedding(positives), neg_e[:, 0])
         penalty = model.reg_loss(*ego, require_pow=model.require_pow)
         return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
 

@@ -28,7 +28,6 @@ import math
 import torch
 
 from recbole_hnlm.errors import ConfigurationError
-from recbole_hnlm.model.adapters import ModelAdapter
 from recbole_hnlm.samplers.mixing import MixingSampler
 
 
@@ -37,7 +36,8 @@ def dins_negative_weights(queries: torch.Tensor, difference: torch.Tensor, alpha
 
     ``difference`` is ``hard - positive``, which the mixup reuses: n = p + w (h - p).
     """
-    return (queries * difference).sub_(math.log(alpha)).sigmoid_()  # one new array, then in place
+    shift = queries.new_full((), -math.log(alpha))
+    return torch.addcmul(shift, queries, difference).sigmoid_()  # one new array, then in place
 
 
 class _DinsMixup(torch.autograd.Function):
@@ -57,7 +57,8 @@ class _DinsMixup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         queries, difference, weights = ctx.saved_tensors
-        through_weights = (grad * difference).mul_(torch.addcmul(weights, weights, weights, value=-1))  # g d s
+        # g d s in two passes: sigmoid's own backward kernel multiplies by w (1 - w) in one.
+        through_weights = torch.ops.aten.sigmoid_backward(grad * difference, weights)
         grad_hard = torch.addcmul(grad * weights, through_weights, queries)
         grad_queries = None
         if ctx.needs_input_grad[0]:
@@ -93,8 +94,6 @@ class DimensionIndependentMixupSampler(MixingSampler):
                 "dimension's mixup). Fix: e.g. --dins_alpha=0.5."
             )
 
-    def synthesize(
-        self, adapter: ModelAdapter, user_e: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor
-    ) -> torch.Tensor:
+    def synthesize(self, queries: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor) -> torch.Tensor:
         """The hardest candidate of each layer, mixed with the positive dimension by dimension."""
-        return dins_mixup(adapter.layer_queries(user_e, expand=False), pos_e, hard_e, self.alpha)
+        return dins_mixup(queries, pos_e, hard_e, self.alpha)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from recbole_hnlm.model.adapters import ModelAdapter
 from recbole_hnlm.samplers.mixing import MixingSampler
 
 
@@ -28,9 +27,7 @@ class MixGCFSampler(MixingSampler):
 
     name = "mixgcf"
 
-    def synthesize(
-        self, adapter: ModelAdapter, user_e: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor
-    ) -> torch.Tensor:
+    def synthesize(self, queries: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor) -> torch.Tensor:
         """Positive mixing of the hardest candidate of each layer, with a(l) ~ U(0, 1) per row and layer."""
         alpha = torch.rand(*hard_e.shape[:2], 1, device=hard_e.device, dtype=hard_e.dtype)
         return torch.lerp(hard_e, pos_e, alpha)  # alpha * pos + (1 - alpha) * hard, one fused operation

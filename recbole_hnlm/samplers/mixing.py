@@ -77,13 +77,12 @@ class MixingSampler(CandidatePoolSampler):
         return partial(self.mixing_loss, get_adapter(model))
 
     def mixing_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
-        """Propagate once, pick each row's hardest candidate per layer, gather the batch's layers in one go,
-        synthesize one negative per row and return the model's loss on it."""
+        """Propagate once, pick each row's hardest candidate per layer, and return the model's loss on the negatives
+        synthesized from them (``ModelAdapter.synthesized_negative_loss``, which gathers the batch's layers in one
+        go and calls ``synthesize``)."""
         propagation = adapter.propagation()
-        users, positives = interaction[self.uid_field], interaction[self.iid_field]
         hardest = self.hardest_layers(adapter, interaction, propagation)
-        user_e, pos_e, hard_e = propagation.rows(users, positives, hardest)
-        return adapter.pairwise_loss(interaction, user_e, pos_e, self.synthesize(adapter, user_e, pos_e, hard_e))
+        return adapter.synthesized_negative_loss(interaction, propagation, hardest, self.synthesize)
 
     def hardest_layers(self, adapter: ModelAdapter, interaction: Interaction, propagation: Propagation) -> torch.Tensor:
         """Per row and layer, the id of the hardest candidate (rows, layers), on ``propagation``'s embeddings.
@@ -100,7 +99,7 @@ class MixingSampler(CandidatePoolSampler):
         return hardest
 
     @abstractmethod
-    def synthesize(
-        self, adapter: ModelAdapter, user_e: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor
-    ) -> torch.Tensor:
-        """The negative from user, positive and hardest candidate, all per layer (rows, layers, dim)."""
+    def synthesize(self, queries: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor) -> torch.Tensor:
+        """The negative (rows, layers, dim) from the rows' layer queries (``ModelAdapter.layer_queries(user_e,
+        expand=False)``: (rows, 1, dim) when one pooled query serves every layer, else (rows, layers, dim)) and the
+        layers of the positive and of each layer's hardest candidate (rows, layers, dim)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from recbole_hnlm.data.dataloader import NegativeSamplingTrainDataLoader
 from recbole_hnlm.data.preparation import load_dataset, prepare_data
 from recbole_hnlm.errors import ConfigurationError, UnsupportedModelError
 from recbole_hnlm.model import get_model
-from recbole_hnlm.model.adapters import get_adapter
+from recbole_hnlm.model.adapters import ModelAdapter, NegativeMix, get_adapter
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.samplers import get_sampler_class
 from recbole_hnlm.samplers.dins import dins_mixup, dins_negative_weights
@@ -99,7 +100,7 @@ def test_synthesized_negatives_have_one_embedding_per_layer(model_name, sampler_
     users, items = adapter.propagate()
     user_e, pos_e = users[batch[model.USER_ID]], items[batch[model.ITEM_ID]]
     hard_e, _ = hardest_per_layer(adapter, user_e, items, batch[MixingSampler.candidates_field])
-    negative = loader.negative_sampler.synthesize(adapter, user_e, pos_e, hard_e)
+    negative = loader.negative_sampler.synthesize(adapter.layer_queries(user_e, expand=False), pos_e, hard_e)
     assert negative.shape == pos_e.shape == (len(batch), users.shape[1], 64)
     loss = loader.negative_sampler.training_loss(model)(batch)
     assert torch.isfinite(loss).all()
@@ -132,7 +133,7 @@ def test_mixgcf_negative_is_the_hardest_positive_mixture(ml100k_train):
         candidate_e = items[batch[MixingSampler.candidates_field]]  # (rows, M, layers, dim)
         hard_e, _ = hardest_per_layer(adapter, user_e, items, batch[MixingSampler.candidates_field])
         torch.manual_seed(3)
-        negative = loader.negative_sampler.synthesize(adapter, user_e, pos_e, hard_e)
+        negative = loader.negative_sampler.synthesize(adapter.layer_queries(user_e, expand=False), pos_e, hard_e)
         torch.manual_seed(3)
         alpha = torch.rand(len(batch), users.shape[1], 1)  # the same draw: per row and layer
         mixtures = alpha.unsqueeze(1) * pos_e.unsqueeze(1) + (1 - alpha.unsqueeze(1)) * candidate_e
@@ -154,8 +155,7 @@ def test_dins_weights_follow_the_paper_on_a_hand_checked_case(ml100k_train):
     # The negative mixes each dimension on its own: (1 - w_d) p_d + w_d h_d.
     config = mixing_config("BPR", "dins", dins_alpha=0.5)
     sampler = get_sampler_class("dins")(config, ml100k_train[0])
-    adapter = get_adapter(build_model(config, ml100k_train[0]))
-    negative = sampler.synthesize(adapter, query, positive, hard)
+    negative = sampler.synthesize(query, positive, hard)
     torch.testing.assert_close(negative, torch.tensor([[[0.786986 * 2, 1 / 3 + 2, 0.423883]]]), atol=1e-5, rtol=0)
     # Scores far beyond exp's range still give weights in [0, 1].
     big = torch.full((1, 1, 1), 100.0)
@@ -194,6 +194,38 @@ def test_dins_hard_boundary_picks_the_candidate_the_user_scores_highest(ml100k_t
     # Scores: item 1 -> -1, item 2 -> -10, item 3 -> 0: item 3 is the hardest.
     hard, _ = hardest_per_layer(adapter, user, items, torch.tensor([[1, 2, 3]]))
     torch.testing.assert_close(hard, items[3].unsqueeze(0))
+
+
+@pytest.mark.parametrize("with_mix", [False, True])
+@pytest.mark.parametrize("sampler_name", MIXING)
+def test_lightgcn_synthesized_loss_is_the_per_layer_default(sampler_name, with_mix, ml100k_train):
+    """LightGCN's cheaper synthesized_negative_loss (the user pooled once, regularisation on the ego tables) has the
+    default's value and gradients, in float64, with and without a mixed-in vector."""
+    config = mixing_config("LightGCN", sampler_name, reg_weight=0.5)  # a heavy weight: the ego terms weigh in
+    loader, batch = first_batch(config, ml100k_train)
+    model = build_model(config, ml100k_train[0]).double()
+    model.norm_adj_matrix = model.norm_adj_matrix.double()
+    adapter, sampler = get_adapter(model), loader.negative_sampler
+    weights = [model.user_embedding.weight, model.item_embedding.weight]
+    mix = None
+    if with_mix:
+        generator = torch.Generator().manual_seed(2)
+        directions = torch.nn.functional.normalize(
+            torch.randn(len(batch), 64, generator=generator, dtype=torch.float64)
+        )
+        mix = NegativeMix(directions, torch.rand(len(batch), generator=generator, dtype=torch.float64))
+    results = []
+    for loss_of in (adapter.synthesized_negative_loss, partial(ModelAdapter.synthesized_negative_loss, adapter)):
+        propagation = adapter.propagation()
+        hardest = sampler.hardest_layers(adapter, batch, propagation)
+        torch.manual_seed(3)  # MixGCF's mixing coefficients: the same draw in both
+        loss = loss_of(batch, propagation, hardest, sampler.synthesize, mix)
+        results.append((loss, torch.autograd.grad(loss, weights)))
+    (fast, fast_gradients), (default, default_gradients) = results
+    torch.testing.assert_close(fast, default)
+    for got, expected in zip(fast_gradients, default_gradients, strict=True):
+        torch.testing.assert_close(got, expected)
+        assert expected.abs().sum() > 0
 
 
 @pytest.mark.parametrize("sampler_name", MIXING)
