@@ -82,6 +82,8 @@ LATER_SETTINGS = {
     "text_filter_mode": "drop",
     "text_filter_weight": 0.5,
 }
+# The text filter's knobs (text_filter_quantile, ...), which change nothing while text_filter is none.
+FILTER_KNOB_PREFIX = "text_filter_"
 # Integer settings with their least valid value.
 _MIN_INTEGER = {
     "epochs": 1,
@@ -118,11 +120,15 @@ def run_settings(config) -> dict:
 
 
 def recorded_settings(config) -> dict:
-    """What ``config_fingerprint`` hashes: ``run_settings`` less the later settings at their hash-keeping values."""
+    """What ``config_fingerprint`` hashes: ``run_settings`` less the later settings at their hash-keeping values, and
+    less the text filter's knobs in a run without the filter (they do nothing there)."""
+    settings = run_settings(config)
+    filter_off = settings.get("text_filter", "none") in (None, "none")
     return {
         key: value
-        for key, value in run_settings(config).items()
+        for key, value in settings.items()
         if not (key in LATER_SETTINGS and value == LATER_SETTINGS[key])
+        and not (filter_off and key.startswith(FILTER_KNOB_PREFIX))
     }
 
 

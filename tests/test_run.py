@@ -158,18 +158,37 @@ def test_docs_sampler_example_runs_as_written(run_settings, ml100k_slice, monkey
 
 
 @pytest.mark.parametrize(
-    ("key", "other_value"),
-    [("refit_with_valid", True), ("ahns_similarity", "cos"), ("text_filter", "user"), ("text_filter_quantile", 0.5)],
+    ("key", "other_value", "base"),
+    [
+        ("refit_with_valid", True, {}),
+        ("ahns_similarity", "cos", {}),
+        ("text_filter", "user", {}),
+        ("text_filter_quantile", 0.5, {"text_filter": "user"}),  # a knob matters only with the filter on
+    ],
 )
-def test_a_setting_added_later_keeps_old_config_hashes_at_its_old_behaviour(key, other_value):
-    settings = {"state": "ERROR", "neg_sampler": "ahns"}
-    config = HNLMConfig("LightGCN", "ml-100k", config_dict=settings)
-    assert config[key] == LATER_SETTINGS[key]
+def test_a_setting_added_later_keeps_old_config_hashes_at_its_old_behaviour(key, other_value, base):
+    settings = {"state": "ERROR", "neg_sampler": "ahns", **base}
+    config = HNLMConfig("LightGCN", "ml-100k", config_dict={**settings, key: LATER_SETTINGS[key]})
     fingerprint = config_fingerprint(config)
     del config.final_config_dict[key]  # as a config made before the setting existed
     assert config_fingerprint(config) == fingerprint
     changed = HNLMConfig("LightGCN", "ml-100k", config_dict={**settings, key: other_value})
     assert config_fingerprint(changed) != fingerprint
+
+
+def test_the_filters_knobs_are_out_of_the_hash_while_the_filter_is_off():
+    """A run without the filter hashes the same at any knob value (the default quantile moved 0.75 -> 0.93 without
+    orphaning finished runs); with the filter on, the new default is a different run from the old one."""
+    settings = {"state": "ERROR", "neg_sampler": "dns"}
+    off = HNLMConfig("LightGCN", "ml-100k", config_dict=settings)
+    assert off["text_filter"] == "none" and off["text_filter_quantile"] == 0.93
+    knobs = {"text_filter_quantile": 0.5, "text_filter_mode": "downweight", "text_filter_weight": 0.9}
+    assert config_fingerprint(HNLMConfig("LightGCN", "ml-100k", config_dict={**settings, **knobs})) == (
+        config_fingerprint(off)
+    )
+    on = {**settings, "text_filter": "user"}
+    old_default = HNLMConfig("LightGCN", "ml-100k", config_dict={**on, "text_filter_quantile": 0.75})
+    assert config_fingerprint(HNLMConfig("LightGCN", "ml-100k", config_dict=on)) != config_fingerprint(old_default)
 
 
 def test_a_dataset_can_set_one_samplers_defaults_and_the_user_still_wins():
