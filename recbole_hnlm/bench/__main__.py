@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{outcome['out_dir']}"
         )
     else:
-        print(f"{outcome['ran']} run(s) done, {outcome['skipped']} skipped as finished, {failed}: {outcome['out_dir']}")
+        elsewhere = f", {outcome['elsewhere']} left to another process" if outcome.get("elsewhere") else ""
+        print(
+            f"{outcome['ran']} run(s) done, {outcome['skipped']} skipped as finished{elsewhere}, {failed}: "
+            f"{outcome['out_dir']}"
+        )
     return 1 if outcome["failed"] else 0
 
 

@@ -23,7 +23,7 @@ from recbole_hnlm.bench.dataset_cache import LoadedDatasetCache
 from recbole_hnlm.bench.matrix import BenchCell, MatrixSpec
 from recbole_hnlm.bench.memory import peak_memory
 from recbole_hnlm.bench.report import write_report
-from recbole_hnlm.bench.runs_file import RunsFile
+from recbole_hnlm.bench.runs_file import RunsFile, claim_run
 from recbole_hnlm.bench.subgroups import checkpoint_subgroup_metrics, subgroup_columns
 from recbole_hnlm.config import config_fingerprint
 from recbole_hnlm.io import write_json_atomic
@@ -142,24 +142,42 @@ def _run_matrix(
             ) as progress,
         ):
             settings = {**defaults, "checkpoint_dir": checkpoints}
+            ran, elsewhere = 0, []
             for cell in todo:
                 progress.set_postfix_str(cell.label)
 
                 def show(text: str, label: str = cell.label) -> None:
                     progress.set_postfix_str(f"{label}: {text}")
 
-                runs.record(_run_cell(spec, cell, hashes[cell], settings, cache, out_dir, show))
+                # Another process on this folder may be training the run, or may have finished it meanwhile.
+                with claim_run(out_dir, hashes[cell], cell.seed) as claimed:
+                    if claimed:
+                        runs.reload()
+                        claimed = runs.key(hashes[cell], cell.seed) not in runs.finished(required)
+                    if claimed:
+                        runs.record(_run_cell(spec, cell, hashes[cell], settings, cache, out_dir, show))
+                        ran += 1
+                    else:
+                        elsewhere.append(cell.label)
                 progress.update()
+        if elsewhere:
+            getLogger().warning(
+                f"{len(elsewhere)} run(s) left to another process running this matrix ({', '.join(elsewhere[:3])}"
+                f"{', ...' if len(elsewhere) > 3 else ''}); its results join runs.csv when it finishes them"
+            )
         getLogger().info(
-            f"{spec.name}: {len(todo)} run(s) in {perf_counter() - started:.1f} s, {len(hashes) - len(todo)} skipped "
-            f"as finished; datasets loaded {cache.loads} time(s), reused {cache.reuses} time(s)"
+            f"{spec.name}: {ran} run(s) in {perf_counter() - started:.1f} s, {len(hashes) - len(todo)} skipped "
+            f"as finished, {len(elsewhere)} run by another process; datasets loaded {cache.loads} time(s), reused "
+            f"{cache.reuses} time(s)"
         )
+        runs.reload()
         files = _report(runs.rows, hashes, configs, out_dir)
     return {
         "out_dir": out_dir,
         "runs_file": runs.path,
-        "ran": len(todo),
+        "ran": ran,
         "skipped": len(hashes) - len(todo),
+        "elsewhere": len(elsewhere),
         "dataset_loads": cache.loads,
         **files,
     }

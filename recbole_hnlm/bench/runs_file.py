@@ -1,10 +1,28 @@
-"""runs.csv: one row per benchmark run, safe to interrupt and to resume."""
+"""runs.csv: one row per benchmark run, safe to interrupt, to resume, and to share between processes.
+
+Several processes may run one matrix folder at once (e.g. ``--rows`` or a second command on the same ``--name``):
+``record`` merges its row into the file as it is on disk under an exclusive lock, so no process drops another's
+rows, and ``claim_run`` lets one process at a time train a given run. Locks are advisory (``fcntl.flock``) on files
+in the system's temporary folder, keyed by the matrix folder's path, so the results folder holds results only; a
+process that dies releases its locks. Where ``fcntl`` is missing (Windows), nothing is locked: run one process per
+matrix folder there.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging import getLogger
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.io import atomic_write
@@ -41,6 +59,12 @@ class RunsFile:
         self.path = path
         self.rows: list[dict[str, str]] = []
         self.dropped_rows = 0
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the rows as the file now holds them (another process may have recorded runs since)."""
+        path = self.path
+        self.rows, self.dropped_rows = [], 0
         if path.is_file():
             with open(path, newline="", encoding="utf-8") as stream:
                 reader = csv.DictReader(stream)
@@ -80,12 +104,16 @@ class RunsFile:
         }
 
     def record(self, row: dict) -> None:
-        """Add ``row`` (or replace the row of the same run) and write the file."""
+        """Add ``row`` (or replace the row of the same run) to the file as it is on disk, under the folder's lock."""
         key = self.key(row["config_hash"], row["seed"])
         row = {column: "" if value is None else str(value) for column, value in row.items()}
-        self.rows = [existing for existing in self.rows if self.key(existing["config_hash"], existing["seed"]) != key]
-        self.rows.append(row)
-        self._write()
+        with _locked(lock_folder(self.path.parent) / "runs.csv.lock"):
+            self.reload()
+            self.rows = [
+                existing for existing in self.rows if self.key(existing["config_hash"], existing["seed"]) != key
+            ]
+            self.rows.append(row)
+            self._write()
 
     def columns(self) -> list[str]:
         """Key columns, the metric columns in the order first seen, then the run columns."""
@@ -100,3 +128,42 @@ class RunsFile:
             writer.writerows(self.rows)
 
         atomic_write(self.path, write)
+
+
+def lock_folder(results_folder: Path) -> Path:
+    """Where the lock files of a matrix folder live: the system's temporary folder, one subfolder per matrix path."""
+    digest = hashlib.sha256(str(Path(results_folder).resolve()).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "recbole_hnlm_locks" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, waiting for it if another process holds it."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+@contextmanager
+def claim_run(results_folder: Path, config_hash: str, seed) -> Iterator[bool]:
+    """Claim the run (``config_hash``, ``seed``) of a matrix folder for this process: True for the block if no other
+    process holds it (it is held until the block ends, or the process dies), else False at once."""
+    if fcntl is None:
+        yield True
+        return
+    path = lock_folder(results_folder) / f"{config_hash}-seed{seed}.claim"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")  # who holds it, for a person looking
+        handle.flush()
+        yield True

@@ -10,7 +10,7 @@ import pytest
 from recbole_hnlm import quick_start
 from recbole_hnlm.bench.__main__ import main
 from recbole_hnlm.bench.matrix import FIRST_SEED, MatrixSpec
-from recbole_hnlm.bench.runs_file import RunsFile
+from recbole_hnlm.bench.runs_file import RunsFile, claim_run
 from recbole_hnlm.config import HNLMConfig, config_fingerprint
 from recbole_hnlm.errors import ConfigurationError
 from recbole_hnlm.samplers import SAMPLER_REGISTRY, UniformSampler
@@ -274,3 +274,35 @@ def test_a_setting_the_bench_does_not_know_is_refused_before_any_run(tmp_path, c
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "'output' is not a setting" in error and "--out?" in error and not (tmp_path / "runs.csv").exists()
+
+
+def test_two_processes_recording_into_one_runs_file_keep_each_others_rows(tmp_path):
+    """Each RunsFile read the file before the other wrote: recording merges into the file as it is on disk."""
+    path = tmp_path / "runs.csv"
+    first, second = RunsFile(path), RunsFile(path)
+    row = {"model": "BPR", "dataset": "ml-100k", "status": "ok", "recall@20": "0.1"}
+    first.record({**row, "sampler": "uniform", "seed": "1", "config_hash": "a"})
+    second.record({**row, "sampler": "dns", "seed": "1", "config_hash": "b"})
+    assert [(r["sampler"], r["config_hash"]) for r in read_rows(tmp_path)] == [("uniform", "a"), ("dns", "b")]
+
+
+def test_a_run_another_process_is_training_is_left_to_it(tmp_path, monkeypatch, capsys):
+    """Two commands on one matrix folder (e.g. started in two terminals) never train the same run twice."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--models=BPR", "--samplers=uniform,dns", "--datasets=ml-100k", "--n_seeds=1", "--name=shared", *FAST]
+    out = tmp_path / "results" / "shared"
+    busy = HNLMConfig("BPR", "ml-100k", config_dict={"neg_sampler": "dns", "seed": FIRST_SEED}, cmd_args=FAST)
+    trained = []
+    real_run = quick_start.run
+    monkeypatch.setattr(quick_start, "run", lambda **kwargs: trained.append(kwargs) or real_run(**kwargs))
+    with claim_run(out, config_fingerprint(busy), FIRST_SEED) as claimed:  # as the other process would hold it
+        assert claimed
+        with claim_run(out, config_fingerprint(busy), FIRST_SEED) as again:
+            assert not again  # one holder at a time
+        assert main(argv) == 0
+    assert [kwargs["config_dict"]["neg_sampler"] for kwargs in trained] == ["uniform"]
+    assert [row["sampler"] for row in read_rows(out)] == ["uniform"]
+    assert "1 run(s) done, 0 skipped as finished, 1 left to another process" in capsys.readouterr().out
+    # Released (the other process finished or died): the next command trains it.
+    assert main(argv) == 0
+    assert [kwargs["config_dict"]["neg_sampler"] for kwargs in trained] == ["uniform", "dns"]
