@@ -43,6 +43,7 @@ PHASES = [
     (adapters.LinearGraphAdapter, "propagation", "loss: propagate"),
     (adapters.Propagation, "rows", "loss: gather batch rows"),
     (adapters.LightGCNAdapter, "item_negative_loss", "loss: model's loss on picked ids"),
+    (adapters.LightGCNAdapter, "synthesized_negative_loss", "loss: model's loss on synthesized negatives"),
     (base, "candidate_scores", "loss: score candidates (pooled)"),
     (adapters, "candidate_scores", "loss: score candidates (per layer)"),
     (mixing.MixingSampler, "hardest_layers", "loss: hardest per layer"),

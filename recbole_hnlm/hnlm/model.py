@@ -208,12 +208,13 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
             has_semantic = usable.any(dim=1)
             # Distinct picked ids only: a batch repeats popular items, and the projection is the costly part.
             distinct, inverse = torch.unique(picked, return_inverse=True)
-            projected = self.projector(rows_of(self.item_profile_vectors, distinct))[inverse]
+            directions = F.normalize(self.projector(rows_of(self.item_profile_vectors, distinct)), dim=-1)[inverse]
             if SEMANTIC_VECTORS_FIELD in interaction:
                 has_vector = interaction[HAS_SEMANTIC_FIELD]
-                projected[has_vector] = self.projector(interaction[SEMANTIC_VECTORS_FIELD][has_vector])
+                projected = self.projector(interaction[SEMANTIC_VECTORS_FIELD][has_vector])
+                directions[has_vector] = F.normalize(projected, dim=-1)
                 has_semantic = has_semantic | has_vector
-            return F.normalize(projected, dim=-1), has_semantic
+            return directions, has_semantic
 
     def semantic_mix(self, interaction, user_scoring: torch.Tensor, item_scoring: torch.Tensor) -> NegativeMix:
         """Each row's projected semantic negative as the ``NegativeMix`` of weight ``w`` (0 on rows without one): its

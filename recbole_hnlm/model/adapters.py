@@ -509,11 +509,12 @@ class LightGCNAdapter(LinearGraphAdapter):
         users, positives = interaction[model.USER_ID], interaction[model.ITEM_ID]
         item_table = self.pool(item_layers) if item_table is None else item_table
         user = rows_of(self.pool(user_layers), users)
-        scores = (user.unsqueeze(1) * rows_of(item_table, torch.stack([positives, negative_ids], dim=1))).sum(dim=-1)
+        items = rows_of(item_table, torch.stack([positives, negative_ids], dim=1))
+        scores = (user.unsqueeze(1) * items).sum(dim=-1)
         positive_scores, negative_scores = scores[:, 0], scores[:, 1]
         negative_ego = model.item_embedding(negative_ids)
         if mix is not None:  # scores are linear in the negative: the mixed negative's score is the mix of scores
-            vectors = mix.vectors(rows_of(item_table, negative_ids))
+            vectors = mix.vectors(items[:, 1])
             negative_scores = torch.lerp(negative_scores, (user * vectors).sum(dim=-1), mix.weights)
             layer_zero = spread_over_layers(vectors, item_layers.shape[-2], self.pooling)[:, 0]
             negative_ego = torch.lerp(negative_ego, layer_zero, mix.weights.unsqueeze(-1))

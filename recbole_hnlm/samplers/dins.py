@@ -57,9 +57,10 @@ class _DinsMixup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         queries, difference, weights = ctx.saved_tensors
-        # g d s in two passes: sigmoid's own backward kernel multiplies by w (1 - w) in one.
-        through_weights = torch.ops.aten.sigmoid_backward(grad * difference, weights)
-        grad_hard = torch.addcmul(grad * weights, through_weights, queries)
+        # g d s in two passes, the second in place: sigmoid's own backward kernel multiplies by w (1 - w) in one.
+        through_weights = grad * difference
+        torch.ops.aten.sigmoid_backward.grad_input(through_weights, weights, grad_input=through_weights)
+        grad_hard = (grad * weights).addcmul_(through_weights, queries)
         grad_queries = None
         if ctx.needs_input_grad[0]:
             grad_queries = through_weights.mul_(difference).sum_to_size(queries.shape)
