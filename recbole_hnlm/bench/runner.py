@@ -153,8 +153,7 @@ def _run_matrix(
                 with claim_run(out_dir, hashes[cell], cell.seed) as claimed:
                     if claimed:
                         runs.reload()
-                        claimed = runs.key(hashes[cell], cell.seed) not in runs.finished(required)
-                    if claimed:
+                    if claimed and runs.key(hashes[cell], cell.seed) not in runs.finished(required):
                         runs.record(_run_cell(spec, cell, hashes[cell], settings, cache, out_dir, show))
                         ran += 1
                     else:

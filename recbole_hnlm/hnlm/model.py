@@ -177,10 +177,13 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
         propagation = self.adapter.propagation()
         users, positives = interaction[self.USER_ID], interaction[self.ITEM_ID]
         with torch.no_grad():
-            user_scoring = self.adapter.pool(rows_of(propagation.users, users))
             item_scoring = self.adapter.pool(propagation.items)
         hardest = base.hardest_layers(self.adapter, interaction, propagation)
-        mix = self.semantic_mix(interaction, user_scoring, item_scoring) if self.mix_weight > 0 else None
+        mix = None
+        if self.mix_weight > 0:  # the users' scoring rows serve the semantic pick only
+            with torch.no_grad():
+                user_scoring = self.adapter.pool(rows_of(propagation.users, users))
+            mix = self.semantic_mix(interaction, user_scoring, item_scoring)
         loss = self.adapter.synthesized_negative_loss(interaction, propagation, hardest, base.synthesize, mix)
         return self._with_alignment(loss, item_scoring, positives)
 

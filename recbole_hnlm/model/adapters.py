@@ -518,9 +518,7 @@ class LightGCNAdapter(LinearGraphAdapter):
             negative_scores = torch.lerp(negative_scores, (user * vectors).sum(dim=-1), mix.weights)
             layer_zero = spread_over_layers(vectors, item_layers.shape[-2], self.pooling)[:, 0]
             negative_ego = torch.lerp(negative_ego, layer_zero, mix.weights.unsqueeze(-1))
-        ego = (model.user_embedding(users), model.item_embedding(positives), negative_ego)
-        penalty = model.reg_loss(*ego, require_pow=model.require_pow)
-        return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
+        return self._loss_on_scores(users, positives, negative_ego, positive_scores, negative_scores)
 
     def synthesized_negative_loss(
         self,
@@ -543,7 +541,20 @@ class LightGCNAdapter(LinearGraphAdapter):
             neg_e = self.mix_layers(neg_e, mix)
         positive_scores = (user * self.pool(pos_e)).sum(dim=-1)
         negative_scores = (user * self.pool(neg_e)).sum(dim=-1)
-        ego = (model.user_embedding(users), model.item_embedding(positives), neg_e[:, 0])
+        return self._loss_on_scores(users, positives, neg_e[:, 0], positive_scores, negative_scores)
+
+    def _loss_on_scores(
+        self,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        negative_ego: torch.Tensor,
+        positive_scores: torch.Tensor,
+        negative_scores: torch.Tensor,
+    ) -> torch.Tensor:
+        """BPR on the scores plus reg_weight * EmbLoss of the ego embeddings: the users' and positives' read from the
+        tables, the negatives' (``negative_ego``, rows x dim) as the caller made them."""
+        model = self.model
+        ego = (model.user_embedding(users), model.item_embedding(positives), negative_ego)
         penalty = model.reg_loss(*ego, require_pow=model.require_pow)
         return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
 
