@@ -145,14 +145,15 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
         if isinstance(base, MixingSampler):
             return self._synthesized_negative_loss(base, interaction)
         users, positives = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        user_layers, item_layers = self.adapter.propagate()
-        item_table = self.adapter.pool(item_layers)  # with gradients: the loss may reuse it, scoring reads it detached
-        item_scoring = item_table.detach()
-        with torch.no_grad():
-            user_scoring = self.adapter.pool(rows_of(user_layers, users))
-        negatives = self.sampled_negatives(base, interaction, user_layers, item_scoring, user_scoring)
+        # Pooled tables with gradients: the loss may reuse them, scoring reads them detached.
+        layers = self.adapter.pooled_layers()
+        item_scoring = layers.item_table.detach()
+        user_scoring = self.adapter.scoring_rows(layers.users, users, layers.user_table)
+        negatives = self.sampled_negatives(base, interaction, layers.users, item_scoring, user_scoring)
         mix = self.semantic_mix(interaction, user_scoring, item_scoring) if self.mix_weight > 0 else None
-        loss = self.adapter.item_negative_loss(interaction, user_layers, item_layers, negatives, item_table, mix)
+        loss = self.adapter.item_negative_loss(
+            interaction, layers.users, layers.items, negatives, layers.item_table, mix, layers.user_table
+        )
         return self._with_alignment(loss, item_scoring, positives)
 
     def sampled_negatives(
@@ -182,9 +183,11 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
         mix = None
         if self.mix_weight > 0:  # the users' scoring rows serve the semantic pick only
             with torch.no_grad():
-                user_scoring = self.adapter.pool(rows_of(propagation.users, users))
+                user_scoring = self.adapter.pool(propagation.user_rows(users))
             mix = self.semantic_mix(interaction, user_scoring, item_scoring)
-        loss = self.adapter.synthesized_negative_loss(interaction, propagation, hardest, base.synthesize, mix)
+        loss = self.adapter.synthesized_negative_loss(
+            interaction, propagation, hardest, base.synthesize, mix, base.mean_synthesis()
+        )
         return self._with_alignment(loss, item_scoring, positives)
 
     def _with_alignment(self, loss: torch.Tensor, item_scoring: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:

@@ -310,12 +310,15 @@ class ModelScoredSampler(CandidatePoolSampler):
     def scored_loss(self, adapter: ModelAdapter, interaction: Interaction) -> torch.Tensor:
         """Propagate once, pick each row's negative among its candidates, and return the model's loss on it.
 
-        The item table is pooled once, with gradients: scoring reads it detached, and the loss may reuse it.
+        The item table is pooled once, with gradients: scoring reads it detached, and the loss may reuse it; so is the
+        user table where the adapter's loss reads one (``ModelAdapter.pooled_layers``).
         """
-        user_layers, item_layers = adapter.propagate()
-        item_table = adapter.pool(item_layers)
-        negatives = self.pick_in_loss(adapter, interaction, user_layers, item_table.detach())
-        return adapter.item_negative_loss(interaction, user_layers, item_layers, negatives, item_table)
+        layers = adapter.pooled_layers()
+        user_rows = adapter.scoring_rows(layers.users, interaction[self.uid_field], layers.user_table)
+        negatives = self.pick_in_loss(adapter, interaction, layers.users, layers.item_table.detach(), user_rows)
+        return adapter.item_negative_loss(
+            interaction, layers.users, layers.items, negatives, layers.item_table, user_table=layers.user_table
+        )
 
     def pick_in_loss(
         self,
@@ -332,7 +335,7 @@ class ModelScoredSampler(CandidatePoolSampler):
         candidates = interaction[self.candidates_field]
         user_ids = interaction[self.uid_field]
         with torch.no_grad():
-            users = adapter.pool(rows_of(user_layers, user_ids)) if user_rows is None else user_rows
+            users = adapter.scoring_rows(user_layers, user_ids) if user_rows is None else user_rows
             users, items = self.scoring_vectors(users, item_table)
             scores = candidate_scores(users, items, candidates)
             positive = None

@@ -7,7 +7,9 @@ the loss or through ``predict``), the hardest candidate of each layer that mixgc
 
 Counting is a vectorised membership test on the device of the picks: a bit per (user, item) cell up to
 ``BITSET_MAX_CELLS`` cells (two reads a pick), else a binary search in the sorted held-out ``user * n_items + item``
-keys. The counts stay on that device until an epoch ends, so no batch waits on a transfer.
+keys. The picks wait on their device (a copy of each batch's) and are tested together when ``PENDING_PICKS`` have
+gathered or an epoch ends: a batch then costs one small copy instead of a dozen small operations, and no batch waits
+on a transfer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import torch
 # Up to this many (user, item) cells the held-out pairs are also kept as a bit set (at most 32 MiB): a look-up is
 # then about 15x faster than the binary search (measured on a 2,048-row ml-100k batch, CPU).
 BITSET_MAX_CELLS = 1 << 28
+# Picks kept for one vectorised test (two int64 per pick: 16 MiB); testing each batch's picks on its own cost about
+# 0.2 ms a batch on ml-100k (CPU), a few percent of a LightGCN batch there.
+PENDING_PICKS = 1 << 20
 
 
 def held_out_keys(held_out_datasets: list, n_items: int) -> torch.Tensor:
@@ -41,6 +46,8 @@ class FalseHardNegativeMeter:
         self._on_device: dict[torch.device, torch.Tensor] = {}
         self._picks = 0
         self._held_out: torch.Tensor | int = 0
+        self._pending: list[torch.Tensor] = []  # (2, picks) users and items of picks not tested yet
+        self._pending_picks = 0
         self.epochs: list[tuple[int, int]] = []  # (picks, held-out picks) of each finished epoch
 
     def set_held_out(self, held_out_datasets: list) -> None:
@@ -71,22 +78,38 @@ class FalseHardNegativeMeter:
         return keys[position] == query
 
     def count(self, user_ids: torch.Tensor, picked: torch.Tensor) -> None:
-        """Count ``picked`` (rows, ...) negatives of the rows' users (rows,), when held-out data was given."""
+        """Count ``picked`` (rows, ...) negatives of the rows' users (rows,), when held-out data was given.
+
+        The test waits until ``PENDING_PICKS`` picks have gathered (or the epoch ends); the picks are copied, so the
+        caller may reuse its tensors."""
         if self.keys is None:
             return
-        users = user_ids.reshape(len(user_ids), *[1] * (picked.dim() - 1))
-        with torch.no_grad():
-            self._held_out = self._held_out + self.is_held_out(users, picked).sum()
+        users = user_ids.reshape(len(user_ids), *[1] * (picked.dim() - 1)).to(picked.device)
+        self._pending.append(torch.stack((users.long().expand_as(picked), picked.long())).reshape(2, -1))
+        self._pending_picks += picked.numel()
         self._picks += picked.numel()
+        if self._pending_picks >= PENDING_PICKS:
+            self._test_pending()
+
+    def _test_pending(self) -> None:
+        """Add the held-out positives among the pending picks to the epoch's count."""
+        if not self._pending:
+            return
+        users, items = torch.cat(self._pending, dim=1)
+        self._pending, self._pending_picks = [], 0
+        with torch.no_grad():
+            self._held_out = self._held_out + self.is_held_out(users, items).sum()
 
     def end_epoch(self) -> None:
         """Close the current epoch's counts (one transfer per epoch)."""
+        self._test_pending()
         if self._picks:
             self.epochs.append((self._picks, int(self._held_out)))
         self._picks, self._held_out = 0, 0
 
     def details(self) -> dict:
         """``false_hard_negative_rate`` (None when nothing was counted) and its counts, overall and per epoch."""
+        self._test_pending()
         epochs = [*self.epochs, (self._picks, int(self._held_out))] if self._picks else list(self.epochs)
         picks = sum(count for count, _ in epochs)
         held_out = sum(count for _, count in epochs)

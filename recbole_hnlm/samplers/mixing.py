@@ -25,7 +25,7 @@ from functools import partial
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_hnlm.model.adapters import ModelAdapter, Propagation, adapter_class_for, get_adapter, rows_of
+from recbole_hnlm.model.adapters import MeanSynthesis, ModelAdapter, Propagation, adapter_class_for, get_adapter
 from recbole_hnlm.samplers.base import CandidatePoolSampler
 from recbole_hnlm.samplers.text_filter import Screen
 
@@ -82,7 +82,9 @@ class MixingSampler(CandidatePoolSampler):
         go and calls ``synthesize``)."""
         propagation = adapter.propagation()
         hardest = self.hardest_layers(adapter, interaction, propagation)
-        return adapter.synthesized_negative_loss(interaction, propagation, hardest, self.synthesize)
+        return adapter.synthesized_negative_loss(
+            interaction, propagation, hardest, self.synthesize, mean_synthesis=self.mean_synthesis()
+        )
 
     def hardest_layers(self, adapter: ModelAdapter, interaction: Interaction, propagation: Propagation) -> torch.Tensor:
         """Per row and layer, the id of the hardest candidate (rows, layers), on ``propagation``'s embeddings.
@@ -90,13 +92,17 @@ class MixingSampler(CandidatePoolSampler):
         The text filter screens the candidates before the hardest is chosen, and the hardest are counted against the
         held-out positives (a measurement only)."""
         user_ids, candidates = interaction[self.uid_field], interaction[self.candidates_field]
-        with torch.no_grad():
-            user_e = rows_of(propagation.users, user_ids)
+        user_e = propagation.user_rows(user_ids)
         hardest = hardest_ids_per_layer(
             adapter, user_e, propagation.items, candidates, self.screen(user_ids, candidates)
         )
         self.false_negatives.count(user_ids, hardest)
         return hardest
+
+    def mean_synthesis(self) -> MeanSynthesis | None:
+        """``synthesize`` fused with mean pooling (``MeanSynthesis``), which an adapter of a mean-pooling model may use
+        instead of gathering every layer; None (the default) offers none."""
+        return None
 
     @abstractmethod
     def synthesize(self, queries: torch.Tensor, pos_e: torch.Tensor, hard_e: torch.Tensor) -> torch.Tensor:

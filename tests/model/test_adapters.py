@@ -76,9 +76,11 @@ def test_pairwise_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_tra
     torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("pooled", [False, True])  # the tables pooled by the loss; handed over by pooled_layers
 @pytest.mark.parametrize("name", ADAPTED)
-def test_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_train):
-    """item_negative_loss (LightGCN's own, cheaper form; the per-layer default elsewhere) is calculate_loss."""
+def test_loss_on_item_negatives_is_the_models_own_loss(name, pooled, ml100k_train):
+    """item_negative_loss (LightGCN's own, cheaper form; the per-layer default elsewhere) is calculate_loss, also on
+    the pooled tables of ``pooled_layers`` (LightGCN's split from one pooling of the stack)."""
     train_dataset, batch = ml100k_train
     model = build_model(name, train_dataset)
     adapter = get_adapter(model)
@@ -87,7 +89,14 @@ def test_loss_on_item_negatives_is_the_models_own_loss(name, ml100k_train):
     expected = model.calculate_loss(batch)
     expected_gradient = torch.autograd.grad(expected, weights)[0]
     torch.manual_seed(0)
-    actual = adapter.item_negative_loss(batch, *adapter.propagate(), batch[model.NEG_ITEM_ID])
+    if pooled:
+        layers = adapter.pooled_layers()
+        actual = adapter.item_negative_loss(
+            batch, layers.users, layers.items, batch[model.NEG_ITEM_ID], layers.item_table, None, layers.user_table
+        )
+        assert (layers.user_table is not None) == (name == "LightGCN")
+    else:
+        actual = adapter.item_negative_loss(batch, *adapter.propagate(), batch[model.NEG_ITEM_ID])
     torch.testing.assert_close(actual.reshape(()), expected.reshape(()), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.autograd.grad(actual, weights)[0], expected_gradient, rtol=1e-4, atol=1e-7)
     assert expected_gradient.abs().sum() > 0

@@ -18,7 +18,7 @@ from recbole_hnlm.model import get_model
 from recbole_hnlm.model.adapters import ModelAdapter, NegativeMix, get_adapter
 from recbole_hnlm.quick_start import run
 from recbole_hnlm.samplers import get_sampler_class
-from recbole_hnlm.samplers.dins import dins_mixup, dins_negative_weights
+from recbole_hnlm.samplers.dins import dins_mean_pooled, dins_mixup, dins_negative_weights
 from recbole_hnlm.samplers.mixing import MixingSampler, hardest_ids_per_layer
 from recbole_hnlm.trainer import create_trainer
 
@@ -186,6 +186,43 @@ def test_dins_mixup_has_the_values_and_gradients_of_the_composed_operations(quer
     assert fused[1].shape == shapes["queries"]
 
 
+@pytest.mark.parametrize("used", ["all", "negative"])  # every output in the loss; only the pooled negative
+def test_dins_mean_pooled_has_the_values_and_gradients_of_gathering_mixing_and_pooling(used):
+    """``dins_mean_pooled`` against autograd through gathered rows, ``dins_mixup`` and the mean, with rows read by
+    several batch rows (users, positives and hard negatives share table rows) and unused outputs."""
+    generator = torch.Generator().manual_seed(11)
+    n_layers, dim = 3, 4
+    table = torch.randn(6 * n_layers, dim, generator=generator, dtype=torch.float64)
+    layer = torch.arange(n_layers)
+    user_index = torch.tensor([0, 1, 0, 2]).unsqueeze(1) * n_layers + layer
+    positive_index = torch.tensor([3, 4, 4, 1]).unsqueeze(1) * n_layers + layer
+    hard_index = torch.tensor([[5, 3, 5], [2, 5, 4], [0, 0, 1], [3, 4, 5]]) * n_layers + layer
+    upstream = torch.randn(6, 4, dim, generator=generator, dtype=torch.float64)
+
+    def composed(table):
+        user, positive, hard = (table[index] for index in (user_index, positive_index, hard_index))
+        negative = dins_mixup(user.mean(dim=1, keepdim=True), positive, hard, alpha=0.7)
+        means = [layers.mean(dim=1) for layers in (user, positive, negative)]
+        return (*means, user[:, 0], positive[:, 0], negative[:, 0])
+
+    def fused(table):
+        queries = table.detach()[user_index].mean(dim=1)
+        return dins_mean_pooled(table, queries, user_index, positive_index, hard_index, alpha=0.7)
+
+    def values_and_gradient(outputs_of):
+        leaf = table.clone().requires_grad_()
+        outputs = outputs_of(leaf)
+        terms = [(output * weight).sum() for output, weight in zip(outputs, upstream, strict=True)]
+        loss = sum(terms) if used == "all" else terms[2]
+        return [output.detach() for output in outputs], torch.autograd.grad(loss, leaf)[0]
+
+    (fused_outputs, fused_gradient), (outputs, gradient) = values_and_gradient(fused), values_and_gradient(composed)
+    for got, expected in zip(fused_outputs, outputs, strict=True):
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(fused_gradient, gradient)
+    assert gradient[hard_index[:, 1:].reshape(-1)].abs().sum() > 0  # the hard rows of layers 1-2 take gradients too
+
+
 def test_dins_hard_boundary_picks_the_candidate_the_user_scores_highest(ml100k_train):
     config = mixing_config("BPR", "dins")
     adapter = get_adapter(build_model(config, ml100k_train[0]))
@@ -199,8 +236,9 @@ def test_dins_hard_boundary_picks_the_candidate_the_user_scores_highest(ml100k_t
 @pytest.mark.parametrize("with_mix", [False, True])
 @pytest.mark.parametrize("sampler_name", MIXING)
 def test_lightgcn_synthesized_loss_is_the_per_layer_default(sampler_name, with_mix, ml100k_train):
-    """LightGCN's cheaper synthesized_negative_loss (the user pooled once, regularisation on the ego tables) has the
-    default's value and gradients, in float64, with and without a mixed-in vector."""
+    """LightGCN's cheaper synthesized_negative_loss (the user pooled once, regularisation on the ego tables; for DINS
+    without a mix, ``dins_mean_pooled``) has the default's value and gradients, in float64, with and without a
+    mixed-in vector."""
     config = mixing_config("LightGCN", sampler_name, reg_weight=0.5)  # a heavy weight: the ego terms weigh in
     loader, batch = first_batch(config, ml100k_train)
     model = build_model(config, ml100k_train[0]).double()
@@ -219,7 +257,7 @@ def test_lightgcn_synthesized_loss_is_the_per_layer_default(sampler_name, with_m
         propagation = adapter.propagation()
         hardest = sampler.hardest_layers(adapter, batch, propagation)
         torch.manual_seed(3)  # MixGCF's mixing coefficients: the same draw in both
-        loss = loss_of(batch, propagation, hardest, sampler.synthesize, mix)
+        loss = loss_of(batch, propagation, hardest, sampler.synthesize, mix, sampler.mean_synthesis())
         results.append((loss, torch.autograd.grad(loss, weights)))
     (fast, fast_gradients), (default, default_gradients) = results
     torch.testing.assert_close(fast, default)

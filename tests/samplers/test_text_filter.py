@@ -299,7 +299,26 @@ def test_the_meter_broadcasts_users_over_layers(bitset, monkeypatch):
     assert meter.details()["false_hard_negatives"] == {"picks": 8, "held_out_positives": 5, "per_epoch": [5 / 8]}
 
 
+@pytest.mark.parametrize("pending", [1, 3, 1 << 20])
+def test_the_meter_counts_picks_it_holds_back_and_copies_them(pending, monkeypatch):
+    """Picks wait for one test (``PENDING_PICKS``): every epoch's counts are the same whether they were tested at
+    once, in groups or at the epoch's end, and a caller changing its tensors after ``count`` changes nothing."""
+    monkeypatch.setattr(false_negatives, "PENDING_PICKS", pending)
+    meter = FalseHardNegativeMeter(n_users=3, n_items=10)
+    meter.set_held_out([held_out([1, 2, 2], [3, 4, 9])])
+    users, picked = torch.tensor([1, 2, 1]), torch.tensor([[3, 5], [4, 4], [4, 3]])
+    meter.count(users, picked)
+    picked.fill_(0)  # the caller reuses its buffers: the counted picks were copied
+    users.fill_(0)
+    meter.count(torch.tensor([2, 0]), torch.tensor([9, 0]))
+    meter.end_epoch()
+    meter.count(torch.tensor([2]), torch.tensor([[4, 9, 1]]))
+    counts = meter.details()["false_hard_negatives"]
+    assert counts == {"picks": 11, "held_out_positives": 7, "per_epoch": [5 / 8, 2 / 3]}
+
+
 def test_settings_are_checked():
+
     with pytest.raises(ConfigurationError, match="neg_sampler=uniform scores none"):
         make_config("uniform", text_filter="user")
     with pytest.raises(ConfigurationError, match="refit"):
