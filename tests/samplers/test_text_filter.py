@@ -299,10 +299,11 @@ def test_the_meter_broadcasts_users_over_layers(bitset, monkeypatch):
     assert meter.details()["false_hard_negatives"] == {"picks": 8, "held_out_positives": 5, "per_epoch": [5 / 8]}
 
 
-@pytest.mark.parametrize("pending", [1, 3, 1 << 20])
+@pytest.mark.parametrize("pending", [1, 4, 7, 1 << 20])  # all at once; some at once; buffer full; at the epoch's end
 def test_the_meter_counts_picks_it_holds_back_and_copies_them(pending, monkeypatch):
-    """Picks wait for one test (``PENDING_PICKS``): every epoch's counts are the same whether they were tested at
-    once, in groups or at the epoch's end, and a caller changing its tensors after ``count`` changes nothing."""
+    """Picks wait in a buffer of ``PENDING_PICKS`` for one test: every epoch's counts are the same whether they were
+    tested at once, when the buffer filled or at the epoch's end, and a caller changing its tensors after ``count``
+    changes nothing."""
     monkeypatch.setattr(false_negatives, "PENDING_PICKS", pending)
     meter = FalseHardNegativeMeter(n_users=3, n_items=10)
     meter.set_held_out([held_out([1, 2, 2], [3, 4, 9])])
