@@ -181,10 +181,8 @@ class HNLMRec(BackboneWrapper, GeneralRecommender):
             item_scoring = self.adapter.pool(propagation.items)
         hardest = base.hardest_layers(self.adapter, interaction, propagation)
         mix = None
-        if self.mix_weight > 0:  # the users' scoring rows serve the semantic pick only
-            with torch.no_grad():
-                user_scoring = self.adapter.pool(propagation.user_rows(users))
-            mix = self.semantic_mix(interaction, user_scoring, item_scoring)
+        if self.mix_weight > 0:  # the users' scoring rows (no gradients, shared with the pick) serve the semantic pick
+            mix = self.semantic_mix(interaction, self.adapter.pool(propagation.user_rows(users)), item_scoring)
         loss = self.adapter.synthesized_negative_loss(
             interaction, propagation, hardest, base.synthesize, mix, base.mean_synthesis()
         )

@@ -599,7 +599,7 @@ class LightGCNAdapter(LinearGraphAdapter):
             negative_scores = torch.lerp(negative_scores, (user * vectors).sum(dim=-1), mix.weights)
             layer_zero = spread_over_layers(vectors, item_layers.shape[-2], self.pooling)[:, 0]
             negative_ego = torch.lerp(negative_ego, layer_zero, mix.weights.unsqueeze(-1))
-        return self._loss_on_scores(users, positives, negative_ego, positive_scores, negative_scores)
+        return self._loss_on_scores(self._ego_rows(users, positives, negative_ego), positive_scores, negative_scores)
 
     def synthesized_negative_loss(
         self,
@@ -623,10 +623,10 @@ class LightGCNAdapter(LinearGraphAdapter):
         if mean_synthesis is not None and mix is None:
             queries = self.pool(propagation.user_rows(users))
             rows = mean_synthesis(propagation.flat, queries, *propagation.index(users, positives, hardest_ids))
-            penalty = model.reg_loss(rows.user_ego, rows.positive_ego, rows.negative_ego, require_pow=model.require_pow)
-            positive_scores = (rows.user * rows.positive).sum(dim=-1)
-            negative_scores = (rows.user * rows.negative).sum(dim=-1)
-            return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
+            ego = (rows.user_ego, rows.positive_ego, rows.negative_ego)
+            return self._loss_on_scores(
+                ego, (rows.user * rows.positive).sum(dim=-1), (rows.user * rows.negative).sum(dim=-1)
+            )
         user_e, pos_e, hard_e = propagation.rows(users, positives, hardest_ids)
         user = self.pool(user_e)
         neg_e = synthesize(user.unsqueeze(-2), pos_e, hard_e)  # layer_queries(user_e, expand=False) for mean pooling
@@ -634,20 +634,24 @@ class LightGCNAdapter(LinearGraphAdapter):
             neg_e = self.mix_layers(neg_e, mix)
         positive_scores = (user * self.pool(pos_e)).sum(dim=-1)
         negative_scores = (user * self.pool(neg_e)).sum(dim=-1)
-        return self._loss_on_scores(users, positives, neg_e[:, 0], positive_scores, negative_scores)
+        return self._loss_on_scores(self._ego_rows(users, positives, neg_e[:, 0]), positive_scores, negative_scores)
+
+    def _ego_rows(
+        self, users: torch.Tensor, positives: torch.Tensor, negative_ego: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's ego embeddings: the users' and positives' read from the tables, the negatives' (rows x dim) as
+        the caller made them."""
+        model = self.model
+        return model.user_embedding(users), model.item_embedding(positives), negative_ego
 
     def _loss_on_scores(
         self,
-        users: torch.Tensor,
-        positives: torch.Tensor,
-        negative_ego: torch.Tensor,
+        ego: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         positive_scores: torch.Tensor,
         negative_scores: torch.Tensor,
     ) -> torch.Tensor:
-        """BPR on the scores plus reg_weight * EmbLoss of the ego embeddings: the users' and positives' read from the
-        tables, the negatives' (``negative_ego``, rows x dim) as the caller made them."""
+        """BPR on the scores plus reg_weight * EmbLoss of the (user, positive, negative) ego embeddings ``ego``."""
         model = self.model
-        ego = (model.user_embedding(users), model.item_embedding(positives), negative_ego)
         penalty = model.reg_loss(*ego, require_pow=model.require_pow)
         return self.ranking_loss(positive_scores, negative_scores) + model.reg_weight * penalty
 
